@@ -1,0 +1,142 @@
+"""`kotune`: one command, a subcommand per stage. Maps arguments to a stage's `run`; nothing else.
+
+Heavy libraries (torch, transformers) are imported only inside the chosen subcommand, so `kotune --help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from kotune import __version__
+
+EPILOG_RECIPE = "Overrides are dotted keys of the recipe, e.g. train.epochs=1 data.max_length=512 method=lora."
+
+
+def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) -> None:
+    """A stage run from a YAML recipe plus key=value overrides; `--help` lists every recipe key."""
+
+    def describe_config() -> str:
+        from kotune.config import describe
+
+        cls = _import(config_path)
+        return "recipe keys:\n" + "\n".join(describe(cls))
+
+    p = sub.add_parser(name, help=help, description=help, epilog=EPILOG_RECIPE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    p.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.add_argument("-h", "--help", action="store_true", help="show this help and every recipe key")
+
+    def handler(args: argparse.Namespace) -> int:
+        if args.help or not args.recipe:
+            p.print_help()
+            print("\n" + describe_config())
+            return 0 if args.help else 2
+        from kotune.config import load_config
+
+        cfg = load_config(_import(config_path), args.recipe, args.overrides)
+        _import(run_path)(cfg)
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
+def _import(dotted: str):
+    import importlib
+
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _data_commands(sub) -> None:
+    data = sub.add_parser("data", help="check, preview and convert training data")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="{check,preview}")
+
+    check = dsub.add_parser("check", help="validate data files: counts per format and problem, every problem as FILE:LINE: field: reason")
+    check.add_argument("files", nargs="+")
+    check.add_argument("--format", default=None, help="force a format instead of detecting it")
+    check.set_defaults(handler=lambda a: _import("kotune.data.check.run")(a.files, a.format))
+
+    preview = dsub.add_parser("preview", help="show training text with trained spans marked, as the trainer sees it")
+    preview.add_argument("recipe")
+    preview.add_argument("overrides", nargs="*")
+    preview.add_argument("--limit", type=int, default=3, help="how many examples (default 3)")
+    preview.add_argument("--json", action="store_true", help='one JSON object per example: {"text", "input_ids", "labels"}')
+    preview.set_defaults(handler=lambda a: _import("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json))
+
+
+def _model_commands(sub) -> None:
+    model = sub.add_parser("model", help="build local models")
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="{tiny}")
+    tiny = msub.add_parser("tiny", help="train a Korean byte-level BPE tokenizer and save a tiny random model (tests, quickstart)")
+    tiny.add_argument("--arch", choices=["gpt-neox", "llama"], default="gpt-neox")
+    tiny.add_argument("--out", required=True)
+    tiny.add_argument("--corpus", nargs="*", default=None, help="text/data files for the tokenizer (default: shipped Korean samples)")
+    tiny.add_argument("--vocab-size", type=int, default=4000)
+    tiny.add_argument("--hidden", type=int, default=64)
+    tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument("--heads", type=int, default=4)
+
+    def build(a: argparse.Namespace) -> int:
+        out = _import("kotune.models.tiny.build_tiny_model")(
+            a.out, arch=a.arch, corpus=a.corpus, vocab_size=a.vocab_size, hidden=a.hidden, layers=a.layers, heads=a.heads
+        )
+        print(f"saved tiny {a.arch} model and tokenizer to {out}")
+        return 0
+
+    tiny.set_defaults(handler=build)
+
+    lora = sub.add_parser("lora", help="LoRA adapter tools")
+    lsub = lora.add_subparsers(dest="lora_command", required=True, metavar="{merge}")
+    merge = lsub.add_parser("merge", help="merge a LoRA adapter into its base model and save a plain model")
+    merge.add_argument("adapter")
+    merge.add_argument("--out", required=True)
+    merge.add_argument("--trust-remote-code", action="store_true")
+
+    def do_merge(a: argparse.Namespace) -> int:
+        out = _import("kotune.models.lora.merge_adapter")(a.adapter, a.out, trust_remote_code=a.trust_remote_code)
+        print(f"merged model saved to {out}")
+        return 0
+
+    merge.set_defaults(handler=do_merge)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kotune",
+        description="Turn a Korean base language model into an instruction-following chat model.",
+        epilog="Run `kotune <command> --help` for a command's options. Recipes live in recipes/.",
+    )
+    parser.add_argument("--version", action="version", version=f"kotune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    _recipe_stage(sub, "sft", "supervised fine-tuning (full or LoRA) from a YAML recipe",
+                  "kotune.sft.config.SFTConfig", "kotune.sft.train.run")
+    _data_commands(sub)
+    _model_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:
+        # Config, data and template errors (all ValueError) and missing files are the user's to fix: one clear
+        # message instead of a traceback. KOTUNE_DEBUG=1 shows the traceback.
+        if os.environ.get("KOTUNE_DEBUG"):
+            raise
+        print(f"kotune: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""`kotune data check FILE...`: validate data files and report every problem with its line."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from kotune.data.formats import FORMATS
+from kotune.data.loading import LoadResult, load_file
+
+
+def run(files: list[str], format: str | None = None, out=print) -> int:
+    """Print per-file formats, counts per format and per problem kind, then every problem.
+
+    Returns:
+        Exit code: 1 if any problem was found, else 0.
+    """
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"--format: unknown {format!r}; known: {', '.join(FORMATS)}")
+    result = LoadResult()
+    for path in files:
+        load_file(path, result, format)
+    for path in files:
+        out(f"{path}: {result.formats_per_file.get(path, 'unreadable')}")
+    out("records per format:")
+    for name, count in sorted(result.records_per_format.items()):
+        examples = result.examples_per_format[name]
+        kind = FORMATS[name].kind
+        unit = "pairs" if kind == "preference" else "examples"
+        out(f"  {name}: {count:,} records -> {examples:,} {unit} ({kind})")
+    kinds = Counter(p.kind for p in result.problems)
+    out(f"problems: {len(result.problems):,}" + (" (" + ", ".join(f"{k}: {v:,}" for k, v in sorted(kinds.items())) + ")" if kinds else ""))
+    for problem in sorted(result.problems, key=lambda p: (p.path, p.line)):
+        out(str(problem))
+    return 1 if result.problems else 0

@@ -1,0 +1,103 @@
+"""Load data files of any known format into the internal schema, collecting every problem.
+
+Used by `kotune data check` and by every training stage, so what `check` reports is exactly what training
+would meet.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kotune.data.formats import FORMATS, FieldError, Format, detect_format, parse_kochatgpt_conversations
+from kotune.data.records import read_records
+from kotune.data.schema import Conversation, DataError, PreferencePair, Problem, Source
+
+
+@dataclass
+class LoadResult:
+    """Examples from one or more files, the problems found, and counts for reporting."""
+
+    examples: list[Conversation | PreferencePair] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    records_per_format: Counter = field(default_factory=Counter)
+    examples_per_format: Counter = field(default_factory=Counter)
+    formats_per_file: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def problems_per_kind(self) -> Counter:
+        return Counter(p.kind for p in self.problems)
+
+
+def _file_format(path: str, records: list[tuple[int, object]], forced: str | None) -> Format | Problem:
+    if forced:
+        if forced not in FORMATS:
+            return Problem(path, 0, "format", f"unknown format {forced!r}; known: {', '.join(FORMATS)}", "unknown_format")
+        return FORMATS[forced]
+    for line, rec in records:
+        fmt = detect_format(rec)
+        if fmt:
+            return fmt
+    keys = sorted(records[0][1]) if records and isinstance(records[0][1], dict) else []
+    return Problem(path, records[0][0] if records else 1, "format",
+                   f"cannot tell the format from keys {keys}; set `format:` (one of {', '.join(FORMATS)})",
+                   "unknown_format")
+
+
+def load_file(path: str, result: LoadResult, forced_format: str | None = None) -> None:
+    """Convert one file and add its examples and problems to `result`."""
+    raw = read_records(path)
+    result.problems.extend(raw.problems)
+    if raw.layout == "missing":
+        return
+    if raw.layout == "text" or forced_format == "kochatgpt_conversation":
+        fmt_name = "kochatgpt_conversation"
+        conversations, errors = parse_kochatgpt_conversations(raw.text, path)
+        result.examples.extend(conversations)
+        result.records_per_format[fmt_name] += len(conversations) + len(errors)
+        result.examples_per_format[fmt_name] += len(conversations)
+        result.problems.extend(Problem(path, line, e.field, e.reason, e.kind) for line, e in errors)
+        result.formats_per_file[path] = fmt_name
+        return
+    fmt = _file_format(path, raw.records, forced_format)
+    if isinstance(fmt, Problem):
+        result.problems.append(fmt)
+        return
+    result.formats_per_file[path] = fmt.name
+    for line, rec in raw.records:
+        result.records_per_format[fmt.name] += 1
+        if not isinstance(rec, dict):
+            result.problems.append(Problem(path, line, "record", f"expected an object, got {type(rec).__name__}", "wrong_type"))
+            continue
+        try:
+            converted = fmt.convert(rec, Source(path, line))
+        except FieldError as e:
+            result.problems.append(Problem(path, line, e.field, e.reason, e.kind))
+            continue
+        result.examples.extend(converted)
+        result.examples_per_format[fmt.name] += len(converted)
+
+
+def load_examples(
+    paths: list[str], *, format: str | None = None, kind: str = "sft", skip_invalid: bool = False
+) -> LoadResult:
+    """Load training examples of one kind ("sft", "preference" or "prompts") from `paths`.
+
+    Raises:
+        DataError: when any record is invalid and `skip_invalid` is false, or a file holds another kind of data.
+    """
+    result = LoadResult()
+    for path in paths:
+        load_file(path, result, format)
+    for path, name in result.formats_per_file.items():
+        if FORMATS[name].kind != kind:
+            raise DataError(
+                [Problem(path, 1, "format", f"{name} holds {FORMATS[name].kind} data, this stage needs {kind} data", "wrong_kind")]
+            )
+    fatal = [p for p in result.problems if p.kind in ("file", "unknown_format")]
+    if fatal or (result.problems and not skip_invalid):
+        raise DataError(
+            fatal or result.problems,
+            "" if fatal else "Fix these records, or set `data.skip_invalid: true` to train without them (each is listed).",
+        )
+    return result

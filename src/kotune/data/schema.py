@@ -1,0 +1,112 @@
+"""The one internal schema every input format is converted to.
+
+A training example is a `Conversation` (SFT) or a `PreferencePair` (reward model, DPO). Every record keeps a
+`Source` so that any later error can still name the file and line it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a record came from: file path and 1-based line of the record's first character."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn.
+
+    `input` is Alpaca's optional context field. Templates with an Input section (KoAlpaca) show it there;
+    every other template sees it appended to `content` after a blank line (see `flatten_input`).
+    """
+
+    role: Role
+    content: str
+    input: str | None = None
+
+    def as_dict(self) -> dict:
+        d = {"role": self.role, "content": self.content}
+        if self.input:
+            d["input"] = self.input
+        return d
+
+    def flatten_input(self) -> Message:
+        """This message with `input` folded into `content`, for templates that know only role/content."""
+        if not self.input:
+            return Message(self.role, self.content)
+        return Message(self.role, f"{self.content}\n\n{self.input}")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """An optional system message, then alternating user/assistant turns ending with an assistant turn."""
+
+    messages: tuple[Message, ...]
+    source: Source | None = None
+
+    def as_dicts(self) -> list[dict]:
+        return [m.as_dict() for m in self.messages]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A prompt (conversation up to and including the last user turn) with a preferred and a worse reply."""
+
+    prompt: tuple[Message, ...]
+    chosen: str
+    rejected: str
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one record, printed as `FILE:LINE: field: reason`."""
+
+    path: str
+    line: int
+    field: str
+    reason: str
+    kind: str = field(default="invalid")
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.field}: {self.reason}"
+
+
+class DataError(ValueError):
+    """Raised when training data is bad and the recipe did not ask to skip invalid records."""
+
+    def __init__(self, problems: list[Problem], hint: str = ""):
+        self.problems = problems
+        lines = [str(p) for p in problems[:50]]
+        if len(problems) > 50:
+            lines.append(f"... and {len(problems) - 50} more")
+        msg = f"{len(problems)} invalid record(s):\n" + "\n".join(lines)
+        if hint:
+            msg += f"\n{hint}"
+        super().__init__(msg)
+
+
+def validate_turns(messages: tuple[Message, ...]) -> str | None:
+    """Return why `messages` is not a trainable conversation, or None when it is."""
+    body = messages[1:] if messages and messages[0].role == "system" else messages
+    if not body:
+        return "no user/assistant turns"
+    for i, m in enumerate(body):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if m.role != expected:
+            return f"turn {i + 1} is {m.role!r}, expected {expected!r} (turns must alternate user/assistant)"
+    if body[-1].role != "assistant":
+        return "the last turn is not an assistant reply, so nothing would be trained"
+    return None

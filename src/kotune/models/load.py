@@ -1,0 +1,76 @@
+"""Load a causal LM and its tokenizer from a hub id or a local path, with safe defaults.
+
+safetensors only unless asked, `trust_remote_code` off unless the recipe asks, and a LoRA adapter folder
+loads as base model + adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def is_adapter(path: str) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def adapter_base(path: str) -> str:
+    return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """The tokenizer of `name_or_path` (a LoRA adapter folder carries its own, saved at training)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        # Padding positions are masked by attention_mask and labels, so reusing EOS here is safe.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype: str = "fp32",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    device: str | torch.device | None = None,
+):
+    """A causal LM; a LoRA adapter folder is loaded on top of the base it names.
+
+    Args:
+        name_or_path: hub id, model folder, or adapter folder.
+        dtype: fp32 | bf16 | fp16.
+        attn_implementation: e.g. "sdpa", "flash_attention_2"; None lets transformers choose.
+    """
+    from transformers import AutoModelForCausalLM
+
+    base = adapter_base(name_or_path) if is_adapter(name_or_path) else name_or_path
+    model = AutoModelForCausalLM.from_pretrained(
+        base,
+        dtype=DTYPES[dtype],
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+        use_safetensors=None if trust_remote_code else _prefers_safetensors(base),
+    )
+    if base != name_or_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, name_or_path)
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _prefers_safetensors(base: str) -> bool | None:
+    """True for a local folder with safetensors weights (never unpickle a .bin beside them); hub ids are left to
+    transformers, which already prefers safetensors."""
+    p = Path(base)
+    if p.is_dir():
+        return any(p.glob("*.safetensors")) or None
+    return None

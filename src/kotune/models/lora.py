@@ -1,0 +1,48 @@
+"""LoRA through PEFT: target modules per architecture, and merging an adapter into its base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Attention projections per architecture, as the seeds and PEFT's own defaults use them.
+TARGET_MODULES: dict[str, list[str]] = {
+    "gpt_neox": ["query_key_value"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "gpt2": ["c_attn"],
+    "gptj": ["q_proj", "v_proj"],
+}
+
+
+def target_modules_for(model_type: str, requested: list[str] | None) -> list[str] | str:
+    """Requested modules, else the table's entry, else PEFT's "all-linear" (every linear layer but the head)."""
+    if requested:
+        return requested
+    return TARGET_MODULES.get(model_type, "all-linear")
+
+
+def apply_lora(model, *, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules_for(model.config.model_type, target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def merge_adapter(adapter_dir: str, out_dir: str, *, trust_remote_code: bool = False) -> Path:
+    """Merge a LoRA adapter into its base and save a plain model (safetensors) + tokenizer to `out_dir`."""
+    from kotune.models.load import load_model, load_tokenizer
+
+    model = load_model(adapter_dir, trust_remote_code=trust_remote_code)
+    merged = model.merge_and_unload()
+    out = Path(out_dir)
+    merged.save_pretrained(out, safe_serialization=True)
+    load_tokenizer(adapter_dir, trust_remote_code=trust_remote_code).save_pretrained(out)
+    return out
