@@ -13,6 +13,12 @@ from collections.abc import Callable
 
 from kotune import __version__
 
+# Stages run from a YAML recipe: name -> (help, config dataclass, run function). A recipe's first line names
+# its command (`# kotune sft ...`), which is how tests find the config class that validates it.
+RECIPE_STAGES: dict[str, tuple[str, str, str]] = {
+    "sft": ("supervised fine-tuning (full or LoRA) from a YAML recipe", "kotune.sft.config.SFTConfig", "kotune.sft.train.run"),
+}
+
 EPILOG_RECIPE = "Overrides are dotted keys of the recipe, e.g. train.epochs=1 data.max_length=512 method=lora."
 
 
@@ -113,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kotune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    _recipe_stage(sub, "sft", "supervised fine-tuning (full or LoRA) from a YAML recipe",
-                  "kotune.sft.config.SFTConfig", "kotune.sft.train.run")
+    for name, (help, config_path, run_path) in RECIPE_STAGES.items():
+        _recipe_stage(sub, name, help, config_path, run_path)
     _data_commands(sub)
     _model_commands(sub)
     return parser

@@ -23,8 +23,9 @@ def pad_batch(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[
 def pack_batch(examples: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
     """Concatenate examples into one row with position_ids restarting at 0 for each (padding-free).
 
-    Attention kernels that read sequence boundaries from position_ids (flash-attention varlen, and
-    transformers' packed-sequence mask) keep the examples apart. Each example's first label is ignored:
+    Attention kernels that read sequence boundaries from position_ids keep the examples apart: flash-attention
+    varlen, and for sdpa/eager transformers' packed-sequence mask, which it builds only when the forward gets
+    no attention_mask and no cache (call the model with `use_cache=False`). Each example's first label is ignored:
     in its own row no token predicts it, and packed it would be predicted from the previous example.
     """
     input_ids: list[int] = []

@@ -64,6 +64,8 @@ def load_file(path: str, result: LoadResult, forced_format: str | None = None) -
         result.problems.append(fmt)
         return
     result.formats_per_file[path] = fmt.name
+    # A record that is not even valid JSON is still a record of this file: count it with its format.
+    result.records_per_format[fmt.name] += sum(p.kind == "json" for p in raw.problems)
     for line, rec in raw.records:
         result.records_per_format[fmt.name] += 1
         if not isinstance(rec, dict):

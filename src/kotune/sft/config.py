@@ -50,8 +50,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto: bf16 on a GPU that has it, else fp32 (CPU)")
     gradient_checkpointing: bool = opt(False, "recompute activations to save memory (slower; for big models on GPU)")
     batching: Literal["auto", "padded", "padding_free"] = opt(
-        "auto", "padded: length-grouped padded batches; padding_free: one packed row per micro-batch (exact only "
-        "with flash-attention varlen); auto: padding_free with flash_attention_2, else padded"
+        "auto", "padded: length-sorted padded micro-batches; padding_free: one packed row per micro-batch, kept apart by "
+        "position_ids (exact: flash-attention varlen, or transformers' packed-sequence mask for sdpa/eager); "
+        "auto: padding_free with flash_attention_2, else padded"
     )
     attn_implementation: str | None = opt(None, "sdpa | eager | flash_attention_2; unset lets transformers choose")
     log_every: int = opt(1, "write metrics every N optimizer steps")

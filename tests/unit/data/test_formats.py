@@ -1,0 +1,104 @@
+"""Every input format becomes the internal schema; detection picks the right converter."""
+
+import json
+
+import pytest
+
+from kotune.data.formats import FORMATS, detect_format, parse_kochatgpt_conversations
+from kotune.data.loading import load_examples
+from kotune.data.schema import Conversation, DataError, PreferencePair
+
+
+def write(tmp_path, name, obj):
+    path = tmp_path / name
+    if isinstance(obj, str):
+        path.write_text(obj, encoding="utf-8")
+    elif name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in obj), encoding="utf-8")
+    else:
+        path.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "record, name",
+    [
+        ({"instruction": "색을 말해줘", "input": "", "output": "빨강"}, "alpaca"),
+        ({"instruction": "색을 말해줘", "output": "빨강", "url": "https://kin.naver.com/x"}, "koalpaca_v1.1"),
+        ({"conversations": [{"from": "human", "value": "안녕"}, {"from": "gpt", "value": "안녕하세요"}]}, "sharegpt"),
+        ({"messages": [{"role": "user", "content": "안녕"}, {"role": "assistant", "content": "네"}]}, "openai"),
+        ({"prompt": "안녕", "completion": "네", "tokens": 3}, "kochatgpt_sft"),
+        ({"prompt": "질문", "completion_0": "a", "completion_1": "b", "completion_2": "c", "ranking": [1, 0, 2]}, "kochatgpt_rm"),
+        ({"id": "x", "prompt": "질문", "chosen": "좋은 답", "rejected": "나쁜 답"}, "preference"),
+        ({"prompt": "질문만"}, "prompts"),
+    ],
+)
+def test_detects_every_format(record, name):
+    assert detect_format(record).name == name
+
+
+def test_alpaca_keeps_input_separate(tmp_path):
+    path = write(tmp_path, "a.json", [{"instruction": "번역하세요", "input": "Hello", "output": "안녕하세요"}])
+    (conv,) = load_examples([path]).examples
+    assert [m.role for m in conv.messages] == ["user", "assistant"]
+    assert conv.messages[0].content == "번역하세요" and conv.messages[0].input == "Hello"
+    assert conv.messages[0].flatten_input().content == "번역하세요\n\nHello"
+    assert conv.source.line == 2
+
+
+def test_sharegpt_multi_turn_with_system(tmp_path):
+    rec = {"conversations": [{"from": "system", "value": "친절하게"}, {"from": "human", "value": "안녕"},
+                             {"from": "gpt", "value": "안녕하세요"}, {"from": "human", "value": "이름?"}, {"from": "gpt", "value": "코튠"}]}
+    (conv,) = load_examples([write(tmp_path, "s.jsonl", [rec])]).examples
+    assert [m.role for m in conv.messages] == ["system", "user", "assistant", "user", "assistant"]
+
+
+def test_kochatgpt_rm_ranking_gives_every_ordered_pair(tmp_path):
+    # ranking[i] is the rank of completion_i (0 = best): completion_1 > completion_0 > completion_2
+    rec = {"prompt": "질문", "completion_0": "보통", "completion_1": "최고", "completion_2": "최악", "ranking": [1, 0, 2]}
+    pairs = load_examples([write(tmp_path, "rm.jsonl", [rec])], kind="preference").examples
+    assert {(p.chosen, p.rejected) for p in pairs} == {("최고", "보통"), ("최고", "최악"), ("보통", "최악")}
+    assert all(isinstance(p, PreferencePair) for p in pairs)
+
+
+def test_preference_strips_literal_eos_and_reports_empty_side(tmp_path):
+    path = write(tmp_path, "p.json", [
+        {"prompt": "질문", "chosen": "좋은 답<|endoftext|>", "rejected": "나쁜 답<|endoftext|>"},
+        {"prompt": "질문", "chosen": "좋은 답<|endoftext|>", "rejected": "\u200b<|endoftext|>"},
+        {"prompt": "질문", "chosen": "같은 답", "rejected": "같은 답"},
+    ])
+    result = load_examples([path], kind="preference", skip_invalid=True)
+    assert [(p.chosen, p.rejected) for p in result.examples] == [("좋은 답", "나쁜 답")]
+    assert sorted((p.line, p.field, p.kind) for p in result.problems) == [
+        (7, "rejected", "empty"), (12, "rejected", "identical_pair")]
+
+
+def test_kochatgpt_conversation_text():
+    text = "<<start conversation>>\n<사람>: 안녕?\n<챗봇>: 안녕하세요.\n둘째 줄\n<사람>: 뭐해?\n<챗봇>: 대화해요.\n\n<<start conversation>>\n<사람>: 질문만\n"
+    convs, errors = parse_kochatgpt_conversations(text, "k.txt")
+    assert len(convs) == 1 and convs[0].source.line == 1
+    assert convs[0].messages[1].content == "안녕하세요.\n둘째 줄"
+    assert [(line, e.kind) for line, e in errors] == [(8, "turns")]
+
+
+def test_shipped_samples_load_without_problems(tmp_path):
+    from conftest import SAMPLES
+
+    sft = load_examples([str(SAMPLES / "koalpaca_v1.0.sample.json"), str(SAMPLES / "kochatgpt_conversation.sample.txt")])
+    assert len(sft.examples) == 2060 and all(isinstance(c, Conversation) for c in sft.examples)
+    prompts = load_examples([str(SAMPLES / "kochatgpt_ppo_prompts.sample.json")], kind="prompts")
+    assert len(prompts.examples) == 200
+
+
+def test_wrong_kind_is_an_error(tmp_path):
+    path = write(tmp_path, "p.json", [{"prompt": "질문", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(DataError, match="preference data, this stage needs sft data"):
+        load_examples([path], kind="sft")
+
+
+def test_forced_format_overrides_detection(tmp_path):
+    path = write(tmp_path, "p.jsonl", [{"prompt": "질문", "completion": "답"}])
+    with pytest.raises(DataError, match="instruction: missing"):
+        load_examples([path], format="alpaca")
+    assert set(FORMATS) >= {"alpaca", "koalpaca_v1.1", "sharegpt", "openai", "kochatgpt_sft", "kochatgpt_conversation",
+                            "kochatgpt_rm", "preference"}

@@ -1,0 +1,90 @@
+"""SFT on tiny models: loss falls, LoRA merges exactly, bad data and untrainable setups stop with a reason."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import SAMPLES
+from kotune.common.metrics import read_metrics
+from kotune.config import load_config
+from kotune.data.schema import DataError
+from kotune.sft.config import SFTConfig
+from kotune.sft.train import run
+
+
+@pytest.fixture(scope="module")
+def small_alpaca(tmp_path_factory):
+    records = json.loads((SAMPLES / "koalpaca_v1.0.sample.json").read_text(encoding="utf-8"))[:64]
+    path = tmp_path_factory.mktemp("data") / "alpaca64.json"
+    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def sft_config(model, data, out, *overrides):
+    return load_config(SFTConfig, None, [
+        f"model={model}", f"output_dir={out}", f"data.files=[{data}]", "data.template=koalpaca", "data.max_length=256",
+        "train.global_batch_size=8", "train.micro_batch_size=4", "train.warmup_ratio=0", "train.lr_scheduler=constant",
+        *overrides,
+    ])
+
+
+def test_full_finetuning_loss_falls_and_outputs_reload(tiny_neox, small_alpaca, tmp_path):
+    out = run(sft_config(tiny_neox, small_alpaca, tmp_path / "sft", "train.max_steps=24", "train.learning_rate=3e-3"), log=lambda *_: None)
+    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
+    assert len(losses) == 24 and all(map(torch.isfinite, torch.tensor(losses)))
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
+    for name in ("model.safetensors", "config.yaml", "data_report.json", "loss.png", "tokenizer_config.json"):
+        assert (out / name).is_file(), name
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.chat_template and "### Instruction(명령어)" in tok.chat_template
+    model = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_neox)
+    assert not torch.equal(model.gpt_neox.embed_in.weight, base.gpt_neox.embed_in.weight)
+    report = json.loads((out / "data_report.json").read_text())
+    stats = report["stats"]
+    assert stats["examples"] == 64 and stats["truncated"] > 0  # max_length=256 cuts some long replies
+    assert stats["with_eos"] == stats["examples"] - stats["truncated"]  # every complete reply learns to stop
+
+
+def test_lora_adapter_merges_to_the_same_logits(tiny_llama, small_alpaca, tmp_path):
+    from peft import PeftModel
+
+    from kotune.models.lora import merge_adapter
+
+    out = run(sft_config(tiny_llama, small_alpaca, tmp_path / "lora", "method=lora", "lora.r=4", "train.max_steps=6",
+                         "train.learning_rate=1e-2", "data.template=ko_chat"), log=lambda *_: None)
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert not (out / "model.safetensors").exists()
+    merged_dir = merge_adapter(str(out), str(tmp_path / "merged"))
+    ids = torch.tensor([AutoTokenizer.from_pretrained(out)("### 사용자:\n안녕하세요\n\n### 어시스턴트:\n")["input_ids"]])
+    with torch.no_grad():
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), out).eval()(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()(ids).logits
+    assert not torch.allclose(adapted, base, atol=1e-4)  # the adapter learned something
+    assert (adapted - merged).abs().max().item() <= 1e-5
+    assert AutoTokenizer.from_pretrained(merged_dir).chat_template == AutoTokenizer.from_pretrained(out).chat_template
+
+
+def test_refuses_to_train_when_no_reply_fits(tiny_neox, small_alpaca, tmp_path):
+    # The bilingual KoAlpaca preamble alone is longer than 16 tokens, so nothing would be trained.
+    with pytest.raises(ValueError, match="no trained token in any example"):
+        run(sft_config(tiny_neox, small_alpaca, tmp_path / "x", "data.max_length=16"), log=lambda *_: None)
+
+
+def test_bad_records_stop_training_or_are_listed(tiny_neox, tmp_path):
+    data = tmp_path / "mixed.jsonl"
+    good = {"instruction": "인사해 주세요", "input": "", "output": "안녕하세요"}
+    rows = [good, {"instruction": "빈 답", "input": "", "output": " "}, good, {"instruction": 1, "output": "x"}] * 2
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{data}:2: output: empty or whitespace only"):
+        run(sft_config(tiny_neox, data, tmp_path / "a", "train.max_steps=1"), log=lambda *_: None)
+    logged = []
+    out = run(sft_config(tiny_neox, data, tmp_path / "b", "train.max_steps=1", "data.skip_invalid=true"), log=logged.append)
+    skipped = [line for line in logged if line.startswith("skipped ")]
+    assert f"skipped {data}:2: output: empty or whitespace only" in skipped
+    assert f"skipped {data}:8: instruction: expected a string, got int" in skipped
+    assert any("skipped 4 invalid record(s)" in line for line in skipped)
+    assert len(json.loads((out / "data_report.json").read_text())["skipped_records"]) == 4
