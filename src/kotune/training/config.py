@@ -1,0 +1,44 @@
+"""Optimisation settings shared by every training stage (SFT, pre-training)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kotune.config import opt
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = opt(3.0, "passes over the data (Alpaca: 3)")
+    max_steps: int | None = opt(None, "stop after this many optimizer steps (overrides epochs)")
+    learning_rate: float = opt(2e-5, "peak learning rate (Alpaca, ChatBaker: 2e-5)")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = opt("cosine", "learning-rate schedule after warm-up")
+    warmup_ratio: float = opt(0.03, "fraction of steps spent warming up (Alpaca: 0.03)")
+    weight_decay: float = opt(0.0, "AdamW weight decay (Alpaca: 0)")
+    global_batch_size: int = opt(16, "examples per optimizer step over all processes (ChatBaker: 16)")
+    micro_batch_size: int = opt(4, "examples per forward pass per process; gradient accumulation makes up the rest")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
+    seed: int = opt(42, "seed for initialisation, data order and dropout")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto: bf16 on a GPU that has it, else fp32 (CPU)")
+    gradient_checkpointing: bool = opt(False, "recompute activations to save memory (slower; for big models on GPU)")
+    batching: Literal["auto", "padded", "padding_free"] = opt(
+        "auto", "padded: length-sorted padded micro-batches; padding_free: one packed row per micro-batch, kept apart by "
+        "position_ids (exact: flash-attention varlen, or transformers' packed-sequence mask for sdpa/eager); "
+        "auto: padding_free with flash_attention_2, else padded"
+    )
+    attn_implementation: str | None = opt(None, "sdpa | eager | flash_attention_2; unset lets transformers choose")
+    log_every: int = opt(1, "write metrics every N optimizer steps")
+    save_every: int = opt(0, "save a resumable checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = opt(2, "how many step checkpoints to keep")
+    resume: bool = opt(False, "continue from the newest complete checkpoint in output_dir")
+
+    def __post_init__(self) -> None:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"global_batch_size ({self.global_batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})"
+            )
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate: must be positive")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError("warmup_ratio: must be in [0, 1)")

@@ -1,0 +1,157 @@
+"""The optimisation loop for causal-LM stages (SFT, pre-training).
+
+Written here rather than taken from TRL's SFTTrainer or transformers' Trainer: on a tiny model TRL's defaults
+ran ~2x slower than a plain PyTorch loop (bf16 emulation and gradient checkpointing on CPU, and its loss code),
+and we need the loss normalised by the trained tokens of the whole global batch, checkpoints a kill cannot
+corrupt, and an exact resume. Devices, mixed precision and multi-process training (DDP, FSDP, DeepSpeed) come
+from `accelerate`, never from code of our own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from kotune.common.checkpoint import begin_checkpoint, latest_checkpoint, publish_checkpoint
+from kotune.common.losses import causal_lm_loss_sum
+from kotune.common.metrics import MetricsLog, plot_curves
+from kotune.data.batching import BatchPlan, split_for_rank
+from kotune.training.config import TrainConfig
+
+
+class TokenData(Protocol):
+    """What the loop trains on: indexable examples that collate into model inputs with `labels`."""
+
+    def __len__(self) -> int: ...
+
+    def length(self, index: int) -> int: ...
+
+    def trained_tokens(self, index: int) -> int: ...
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]: ...
+
+
+def resolve_precision(cfg: TrainConfig) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    precision = resolve_precision(cfg)
+    accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed)
+    return accelerator
+
+
+def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup"}.get(cfg.lr_scheduler, cfg.lr_scheduler)
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def _checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
+    """Every process writes its part (accelerate: model, optimizer, scheduler, RNG); the main process then
+    publishes the folder atomically."""
+    root = out / "checkpoints"
+    if accelerator.is_main_process:
+        begin_checkpoint(root, step)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(root / f"step-{step:07d}.tmp"))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        publish_checkpoint(root, step, {"step": step}, keep)
+    accelerator.wait_for_everyone()
+
+
+def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path, *, desc: str, log=print):
+    """Train `model` on `data` for the steps `cfg` asks; returns the prepared (possibly wrapped) model.
+
+    Writes metrics.jsonl and loss.png into `out`, and resumable checkpoints under `out/checkpoints`.
+    """
+    from tqdm.auto import tqdm
+
+    is_main = accelerator.is_main_process
+    world = accelerator.num_processes
+    lengths = [data.length(i) for i in range(len(data))]
+    plan = BatchPlan(len(data), cfg.global_batch_size, cfg.micro_batch_size, cfg.seed, cfg.epochs, cfg.max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = _scheduler(cfg, optimizer, plan.total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    start_step = 0
+    found = latest_checkpoint(out / "checkpoints") if cfg.resume else None
+    if found:
+        accelerator.load_state(str(found[0]))
+        start_step = found[1]["step"]
+        log(f"resumed from {found[0]} (step {start_step})")
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if found else None) if is_main else None
+    log(f"training: {plan.total_steps} steps, {len(data):,} examples, global batch {cfg.global_batch_size}, "
+        f"{world} process(es), {resolve_precision(cfg)}")
+
+    model.train()
+    progress = tqdm(total=plan.total_steps, initial=start_step, disable=not is_main, desc=desc, unit="step")
+    started = time.perf_counter()
+    trained_seen = 0
+    for step in range(start_step, plan.total_steps):
+        indices = plan.step_examples(step)
+        global_trained = sum(data.trained_tokens(i) for i in indices)
+        micro_batches = split_for_rank(indices, lengths, accelerator.process_index, world, cfg.micro_batch_size)
+        loss_total = torch.zeros((), device=accelerator.device)
+        for k, micro in enumerate(micro_batches):
+            weight = 1.0 if micro else 0.0  # placeholder micro-batch: runs, contributes nothing
+            batch = {key: value.to(accelerator.device) for key, value in data.collate(micro or indices[:1]).items()}
+            labels = batch.pop("labels")
+            sync = k == len(micro_batches) - 1
+            with accelerator.no_sync(model) if not sync else nullcontext(), accelerator.autocast():
+                # use_cache=False also lets transformers build its packed-sequence mask from position_ids.
+                logits = model(**batch, use_cache=False).logits
+                loss_sum, _ = causal_lm_loss_sum(logits, labels)
+                # DDP averages gradients over processes; scaling by world size makes the step's gradient the
+                # mean over every trained token of the global batch.
+                loss = loss_sum * weight * world / global_trained
+                accelerator.backward(loss)
+            loss_total += loss_sum.detach() * weight
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = accelerator.reduce(loss_total, reduction="sum").item() / global_trained
+        trained_seen += global_trained
+        elapsed = time.perf_counter() - started
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{trained_seen / elapsed:,.0f}")
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step + 1}; lower train.learning_rate")
+        if metrics and ((step + 1) % cfg.log_every == 0 or step + 1 == plan.total_steps):
+            metrics.write({
+                "step": step + 1, "epoch": round(plan.epoch_of(step + 1), 4), "loss": loss_value,
+                "lr": scheduler.get_last_lr()[0], "grad_norm": None if grad_norm is None else float(grad_norm),
+                "trained_tokens": global_trained, "trained_tokens_per_s": trained_seen / elapsed, "elapsed_s": elapsed,
+            })
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < plan.total_steps:
+            _checkpoint(accelerator, out, step + 1, cfg.keep_checkpoints)
+    progress.close()
+    accelerator.wait_for_everyone()
+    return model
+
+
+def save_outputs(accelerator, model, tokenizer, out: Path, *, title: str) -> None:
+    """Main process: model or adapter (safetensors) + tokenizer into `out`, and loss.png from metrics.jsonl."""
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(out, safe_serialization=True, state_dict=accelerator.get_state_dict(model))
+        tokenizer.save_pretrained(out)
+        plot_curves(out / "metrics.jsonl", out / "loss.png", ["loss", "lr", "grad_norm"], title=title)
+    accelerator.wait_for_everyone()
