@@ -16,6 +16,8 @@ from kotune import __version__
 # Stages run from a YAML recipe: name -> (help, config dataclass, run function). A recipe's first line names
 # its command (`# kotune sft ...`), which is how tests find the config class that validates it.
 RECIPE_STAGES: dict[str, tuple[str, str, str]] = {
+    "pretrain": ("causal-LM pre-training on raw Korean text, from scratch or continued", "kotune.pretrain.config.PretrainConfig",
+                 "kotune.pretrain.train.run"),
     "sft": ("supervised fine-tuning (full or LoRA) from a YAML recipe", "kotune.sft.config.SFTConfig", "kotune.sft.train.run"),
 }
 
@@ -111,6 +113,28 @@ def _model_commands(sub) -> None:
     merge.set_defaults(handler=do_merge)
 
 
+def _tokenizer_commands(sub) -> None:
+    tokenizer = sub.add_parser("tokenizer", help="train Korean tokenizers")
+    tsub = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="{train}")
+    train = tsub.add_parser("train", help="train a byte-level BPE tokenizer on Korean corpora and report how well it fits")
+    train.add_argument("corpus", nargs="+", help=".txt (a document per line), .jsonl (text field) or any data format kotune reads")
+    train.add_argument("--vocab-size", type=int, required=True)
+    train.add_argument("--out", required=True)
+    train.add_argument("--style", choices=["gpt-neox", "llama"], default="gpt-neox", help="special tokens and BOS handling")
+    train.add_argument("--special-tokens", nargs="*", default=None, help="extra tokens never split (e.g. chat markers)")
+    train.add_argument("--compare", default=None, help="another tokenizer (folder or hub id) measured on the same held-out slice")
+    train.add_argument("--text-field", default="text")
+    train.add_argument("--unit", choices=["line", "paragraph"], default="line", help="plain text: document per line or paragraph")
+
+    def train_tokenizer(a: argparse.Namespace) -> int:
+        _import("kotune.pretrain.tokenizer.run")(a.corpus, vocab_size=a.vocab_size, out=a.out, style=a.style,
+                                                  special_tokens=a.special_tokens, compare=a.compare,
+                                                  text_field=a.text_field, unit=a.unit)
+        return 0
+
+    train.set_defaults(handler=train_tokenizer)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kotune",
@@ -122,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help, config_path, run_path) in RECIPE_STAGES.items():
         _recipe_stage(sub, name, help, config_path, run_path)
     _data_commands(sub)
+    _tokenizer_commands(sub)
     _model_commands(sub)
     return parser
 

@@ -1,0 +1,1 @@
+"""Building the base model: Korean tokenizer training and (continued) causal-LM pre-training."""

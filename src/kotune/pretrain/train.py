@@ -1,0 +1,117 @@
+"""`kotune pretrain`: causal-LM pre-training on raw text, from scratch or continued, with held-out perplexity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from kotune.common.losses import causal_lm_loss_sum
+from kotune.config import save_config, to_dict
+from kotune.data.corpus import iter_documents
+from kotune.data.token_blocks import TokenBlocks, write_token_files
+from kotune.models.load import load_model, load_tokenizer
+from kotune.pretrain.config import ModelInitConfig, PretrainConfig
+from kotune.training.loop import make_accelerator, save_outputs, train_loop
+
+
+def build_config(init: ModelInitConfig, tokenizer):
+    from transformers import GPTNeoXConfig, LlamaConfig
+
+    common = dict(
+        vocab_size=len(tokenizer), hidden_size=init.hidden_size, num_hidden_layers=init.num_hidden_layers,
+        num_attention_heads=init.num_attention_heads, max_position_embeddings=init.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=init.tie_word_embeddings,
+    )
+    if init.arch == "llama":
+        width = init.intermediate_size or 256 * math.ceil(init.hidden_size * 8 / 3 / 256)
+        return LlamaConfig(intermediate_size=width, num_key_value_heads=init.num_key_value_heads or init.num_attention_heads, **common)
+    return GPTNeoXConfig(intermediate_size=init.intermediate_size or 4 * init.hidden_size, **common)
+
+
+def _corpus_key(cfg: PretrainConfig, tokenizer) -> str:
+    """Identifies the token files: same corpus files (path, size, mtime), tokenizer and split -> reuse them."""
+    files = [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in cfg.data.files]
+    vocab = hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()
+    key = json.dumps([files, vocab, cfg.data.eval_fraction, cfg.data.text_field, cfg.data.unit])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def prepare_tokens(cfg: PretrainConfig, tokenizer, log=print) -> dict:
+    """Tokenize the corpus into output_dir/tokens (once; reused while corpus and tokenizer are unchanged)."""
+    folder = Path(cfg.output_dir) / "tokens"
+    key = _corpus_key(cfg, tokenizer)
+    meta_path = folder / "tokens.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
+        return json.loads(meta_path.read_text())
+    log(f"tokenizing {len(cfg.data.files)} corpus file(s) into {folder}")
+    docs = iter_documents(cfg.data.files, text_field=cfg.data.text_field, unit=cfg.data.unit)
+    return write_token_files(docs, tokenizer, folder, eval_fraction=cfg.data.eval_fraction, meta={"key": key})
+
+
+@torch.no_grad()
+def perplexity(model, blocks: TokenBlocks, device, max_blocks: int, batch_size: int = 8) -> float:
+    """exp(mean next-token loss) over the first `max_blocks` held-out blocks."""
+    model.eval()
+    total, count = 0.0, 0
+    indices = list(range(min(len(blocks), max_blocks)))
+    for start in range(0, len(indices), batch_size):
+        batch = {k: v.to(device) for k, v in blocks.collate(indices[start : start + batch_size]).items()}
+        labels = batch.pop("labels")
+        loss_sum, n = causal_lm_loss_sum(model(**batch, use_cache=False).logits, labels)
+        total += loss_sum.item()
+        count += n
+    model.train()
+    return math.exp(total / max(count, 1))
+
+
+def run(cfg: PretrainConfig, log=print) -> Path:
+    """Pre-train and save; returns the output folder.
+
+    Outputs: model (safetensors) + tokenizer, config.yaml, tokens/ (token files), metrics.jsonl, loss.png,
+    eval.json (held-out perplexity before and after training).
+    """
+    from transformers import AutoModelForCausalLM
+
+    accelerator = make_accelerator(cfg.train)
+    say = log if accelerator.is_main_process else (lambda *_: None)
+    out = Path(cfg.output_dir)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if accelerator.is_main_process:
+        save_config(cfg, out / "config.yaml")
+        meta = prepare_tokens(cfg, tokenizer, say)
+    accelerator.wait_for_everyone()
+    meta = json.loads((out / "tokens" / "tokens.json").read_text())
+    say(f"corpus: {meta['train_documents']:,} documents / {meta['train_tokens']:,} tokens for training, "
+        f"{meta['eval_documents']:,} / {meta['eval_tokens']:,} held out")
+    if meta["train_tokens"] == 0 or meta["eval_tokens"] == 0:
+        raise ValueError("data: the corpus is too small to hold out documents; add text or raise data.eval_fraction")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    train_blocks = TokenBlocks(out / "tokens" / "train.bin", cfg.data.block_size, tokenizer.eos_token_id, pad)
+    eval_blocks = TokenBlocks(out / "tokens" / "eval.bin", cfg.data.block_size, tokenizer.eos_token_id, pad)
+
+    if cfg.model:
+        model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.train.attn_implementation)
+    else:
+        model = AutoModelForCausalLM.from_config(build_config(cfg.init, tokenizer), attn_implementation=cfg.train.attn_implementation)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model: {'continued from ' + cfg.model if cfg.model else 'random init ' + cfg.init.arch}, {n_params / 1e6:,.1f}M parameters")
+
+    before = perplexity(model, eval_blocks, accelerator.device, cfg.data.eval_max_blocks) if not cfg.train.resume else None
+    model = train_loop(accelerator, model, train_blocks, cfg.train, out, desc="pretrain", log=say)
+    after = perplexity(accelerator.unwrap_model(model), eval_blocks, accelerator.device, cfg.data.eval_max_blocks)
+    save_outputs(accelerator, model, tokenizer, out, title="pre-training")
+    if accelerator.is_main_process:
+        result = {"perplexity_before": before, "perplexity": after, "eval_blocks": min(len(eval_blocks), cfg.data.eval_max_blocks),
+                  "eval_tokens": meta["eval_tokens"], "parameters": n_params, "init": None if cfg.model else to_dict(cfg.init)}
+        (out / "eval.json").write_text(json.dumps(result, indent=1))
+        say(f"held-out perplexity: {after:,.2f}" + (f" (before training: {before:,.2f})" if before else ""))
+        say(f"saved to {out}")
+    accelerator.end_training()
+    return out
