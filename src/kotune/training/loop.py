@@ -47,6 +47,7 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate.utils import set_seed
 
     precision = resolve_precision(cfg)
+    # On a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with cpu=True.
     accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     return accelerator
@@ -85,10 +86,17 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     world = accelerator.num_processes
     lengths = [data.length(i) for i in range(len(data))]
     plan = BatchPlan(len(data), cfg.global_batch_size, cfg.micro_batch_size, cfg.seed, cfg.epochs, cfg.max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
     scheduler = _scheduler(cfg, optimizer, plan.total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is not prepared: accelerate would step it once per process, while our steps are already
+    # global optimizer steps. It is registered so checkpoints still save and restore it.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    # Collected after prepare: FSDP2 replaces parameters with sharded ones.
+    params = [p for p in model.parameters() if p.requires_grad]
+    # Every process says it is there, so a launch that silently started one process is visible.
+    print(f"process {accelerator.process_index} of {world} ({accelerator.distributed_type.value})", flush=True)
 
     start_step = 0
     found = latest_checkpoint(out / "checkpoints") if cfg.resume else None
