@@ -12,8 +12,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "data" / "samples"
+from kotune_test_paths import REPO, SAMPLES  # noqa: F401,E402  (re-exported for fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ RECIPE_STAGES: dict[str, tuple[str, str, str]] = {
     "pretrain": ("causal-LM pre-training on raw Korean text, from scratch or continued", "kotune.pretrain.config.PretrainConfig",
                  "kotune.pretrain.train.run"),
     "sft": ("supervised fine-tuning (full or LoRA) from a YAML recipe", "kotune.sft.config.SFTConfig", "kotune.sft.train.run"),
+    "selfinstruct": ("generate Korean instruction data from an OpenAI-compatible teacher (self-instruct); resumable",
+                     "kotune.selfinstruct.config.SelfInstructConfig", "kotune.selfinstruct.run.run"),
 }
 
 EPILOG_RECIPE = "Overrides are dotted keys of the recipe, e.g. train.epochs=1 data.max_length=512 method=lora."
@@ -62,7 +64,7 @@ def _import(dotted: str):
 
 def _data_commands(sub) -> None:
     data = sub.add_parser("data", help="check, preview and convert training data")
-    dsub = data.add_subparsers(dest="data_command", required=True, metavar="{check,preview}")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="{check,preview,dedup}")
 
     check = dsub.add_parser("check", help="validate data files: counts per format and problem, every problem as FILE:LINE: field: reason")
     check.add_argument("files", nargs="+")
@@ -75,6 +77,15 @@ def _data_commands(sub) -> None:
     preview.add_argument("--limit", type=int, default=3, help="how many examples (default 3)")
     preview.add_argument("--json", action="store_true", help='one JSON object per example: {"text", "input_ids", "labels"}')
     preview.set_defaults(handler=lambda a: _import("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json))
+
+    dedup = dsub.add_parser("dedup", help="drop near-duplicate instructions (character ROUGE-L F above the threshold, "
+                                          "Alpaca's rule) and report every dropped pair")
+    dedup.add_argument("file")
+    dedup.add_argument("--threshold", type=float, default=0.7,
+                       help="drop a record when its ROUGE-L F with a kept one is greater than this (default 0.7)")
+    dedup.add_argument("--out", default=None,
+                       help="where to write (default FILE.dedup.json or .jsonl, as FILE; a .json name writes a JSON array)")
+    dedup.set_defaults(handler=lambda a: _import("kotune.data.dedup.run")(a.file, a.threshold, a.out))
 
 
 def _model_commands(sub) -> None:
@@ -135,6 +146,47 @@ def _tokenizer_commands(sub) -> None:
     train.set_defaults(handler=train_tokenizer)
 
 
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by the commands that load a model into the generation engine."""
+    p.add_argument("model", help="model folder, hub id or LoRA adapter folder (e.g. runs/quickstart-sft)")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="weights dtype (default: bf16 on a GPU that supports it, else fp32)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for decoding (default: torch's; 1-2 is faster for small models on busy CPUs)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run Python code shipped with the model repository (off by default)")
+
+
+def _serve_commands(sub) -> None:
+    chat = sub.add_parser("chat", help="multi-turn chat in the terminal, streamed (/reset, /system TEXT, /exit)")
+    _engine_args(chat)
+    chat.add_argument("--system", default=None, help="system message for the conversation")
+    chat.add_argument("--max-new-tokens", type=int, default=512, help="longest reply in tokens (default 512)")
+    chat.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
+    chat.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
+    chat.add_argument("--top-k", type=int, default=0, help="0 = off (default)")
+    chat.add_argument("--repetition-penalty", type=float, default=1.1, help="1 = off (default 1.1)")
+    chat.add_argument("--seed", type=int, default=None, help="make replies reproducible")
+    chat.set_defaults(handler=lambda a: _import("kotune.serve.chat_cli.main")(a))
+
+    serve = sub.add_parser("serve", help="OpenAI-compatible API (/v1/chat/completions, streaming) and a chat page at /")
+    _engine_args(serve)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to bind (default 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--api-key", default=None,
+                       help="require 'Authorization: Bearer KEY' on /v1 routes (default: $KOTUNE_API_KEY, else none)")
+    serve.add_argument("--served-model-name", default=None, help="model id for clients (default: the folder's name)")
+    serve.add_argument("--max-batch-size", type=int, default=16, help="requests decoded together (default 16)")
+    serve.add_argument("--max-queue", type=int, default=64, help="requests waiting for the batch; more get 429 (default 64)")
+    serve.add_argument("--max-prompt-tokens", type=int, default=None, help="longest prompt (default: the model's context)")
+    serve.add_argument("--max-tokens", type=int, default=1024, help="most tokens a request may ask for (default 1024)")
+    serve.add_argument("--allow-origin", dest="allow_origins", action="append", default=[], metavar="ORIGIN",
+                       help="let web pages from ORIGIN call the API (CORS); repeatable; the built-in page needs none")
+    serve.set_defaults(handler=lambda a: _import("kotune.serve.openai_api.main")(a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kotune",
@@ -148,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_commands(sub)
     _tokenizer_commands(sub)
     _model_commands(sub)
+    _serve_commands(sub)
     return parser
 
 

@@ -1,19 +1,18 @@
 """The one generation engine behind `kotune chat`, `kotune serve` and generation eval.
 
-A background thread owns the model and runs a dynamic batch loop: every active request is a row of one batched
-decode step over a shared KV cache, and requests that arrive while others are decoding are prefilled and join
-the batch between steps (rows are left-padded so their caches line up; finished rows leave at once). Each
-request has its own sampling parameters, seed, stop strings and token budget, streams UTF-8-safe text to a
-callback as tokens are produced, and can be cancelled.
+A background thread owns the model and runs a dynamic batch loop: all active requests are rows of one batched
+decode step over a shared KV cache; requests that arrive meanwhile are prefilled and join between steps (rows
+are left-padded so caches line up; finished rows leave at once). Each request has its own sampling parameters,
+seed, stop strings and token budget, streams UTF-8-safe text to a callback as it is produced, and can be
+cancelled.
 
-Why a compact loop of our own instead of transformers' continuous batching (`generate_batch`,
-`init_continuous_batching`, transformers 5.23): it runs on CPU, but it drops `repetition_penalty` ("isn't
-supported by CB"), has one random generator for all requests so a per-request `seed` cannot be honoured, decides
-sampling vs greedy once per manager rather than per request, and took ~13 s for two 20-token requests on our
-tiny models (its paged cache is sized for GPUs). `model.generate` with a streamer serves one request at a time.
-The loop below uses only the model's forward with `DynamicCache`, so it works for any causal LM whose cache
-layers are plain full-attention layers; other models (sliding-window, linear-attention) are served one request
-at a time, with a warning.
+Why our own compact loop and not transformers' continuous batching (`generate_batch`,
+`init_continuous_batching`, 5.23): it runs on CPU, but drops `repetition_penalty` ("isn't supported by CB"),
+has one random generator for all requests (no per-request `seed`), fixes sampling vs greedy per manager, and
+took ~13 s for two 20-token requests on our tiny models (its paged cache is sized for GPUs). `model.generate`
+with a streamer serves one request at a time. This loop needs only the model's forward and `DynamicCache`, so it
+batches any causal LM whose cache layers are full attention; others (sliding window, linear attention) are
+served one request at a time, with a warning.
 """
 
 from __future__ import annotations
@@ -32,9 +31,6 @@ import torch
 import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
-
-FINISH_REASONS = ("stop", "length", "cancelled", "error")
-
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -60,15 +56,14 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
-        checks = [
+        for ok, message in [
             (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
             (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
             (self.top_k >= 0, "top_k must be >= 0 (0 = off)"),
             (self.repetition_penalty > 0, "repetition_penalty must be > 0 (1 = off)"),
             (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings"),
-        ]
-        for ok, message in checks:
+        ]:
             if not ok:
                 raise ValueError(f"sampling: {message}")
 
@@ -178,7 +173,8 @@ class RequestHandle:
     def cancel(self) -> None:
         """Stop generating for this request (takes effect before the next decode step)."""
         self._request.cancelled = True
-        self._engine._wake()
+        with self._engine._cv:  # wake the loop if it sleeps
+            self._engine._cv.notify_all()
 
 
 @dataclass
@@ -202,10 +198,12 @@ class Engine:
         max_waiting: most requests waiting to join; `submit` raises EngineBusy beyond it.
         max_prefill_tokens: most prompt tokens prefilled in one step (a long prompt still goes alone).
         max_context: most prompt + reply tokens per request (default: the model's max_position_embeddings).
+        threads: torch CPU threads of the engine thread (default: torch's). Small models, and CPUs shared with
+            other work, decode much faster with 1-2: idle OpenMP threads spin and fight for cores.
     """
 
     def __init__(self, model, tokenizer, *, max_batch_size: int = 16, max_waiting: int = 64,
-                 max_prefill_tokens: int = 4096, max_context: int | None = None):
+                 max_prefill_tokens: int = 4096, max_context: int | None = None, threads: int | None = None):
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
@@ -222,7 +220,8 @@ class Engine:
             log.warning("%s has cache layers other than full attention; serving one request at a time",
                         config.model_type)
             max_batch_size = 1
-        self.max_batch_size, self.max_waiting, self.max_prefill_tokens = max_batch_size, max_waiting, max_prefill_tokens
+        self.max_batch_size, self.max_waiting = max_batch_size, max_waiting
+        self.max_prefill_tokens, self.threads = max_prefill_tokens, threads
         self.eos_ids = _eos_ids(model, tokenizer)
         # only the last position's logits are needed: skips a [batch, prompt, vocab] tensor at prefill
         keep = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -262,16 +261,6 @@ class Engine:
         """Prompt ids of a raw text prompt (with the tokenizer's own BOS, if it adds one)."""
         return list(self.tokenizer(text)["input_ids"])
 
-    def check_length(self, prompt_ids: list[int], max_new_tokens: int) -> None:
-        """Raise ValueError when the prompt plus the requested reply cannot fit the model's context."""
-        if not prompt_ids:
-            raise ValueError("prompt is empty")
-        if len(prompt_ids) + max_new_tokens > self.max_context:
-            raise ValueError(
-                f"this model's maximum context length is {self.max_context} tokens; the prompt has "
-                f"{len(prompt_ids)} and max_tokens asks for {max_new_tokens} more: shorten the prompt or lower max_tokens"
-            )
-
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Callable[[Output], None], *,
                block: bool = False) -> RequestHandle:
         """Queue a request; `sink` gets its Outputs from the engine thread (it must not block).
@@ -280,7 +269,12 @@ class Engine:
             EngineBusy: the waiting queue is full and `block` is False.
             ValueError: empty prompt, or prompt + max_new_tokens longer than the model's context.
         """
-        self.check_length(prompt_ids, params.max_new_tokens)
+        if not prompt_ids:
+            raise ValueError("prompt is empty")
+        if len(prompt_ids) + params.max_new_tokens > self.max_context:
+            raise ValueError(f"this model's maximum context length is {self.max_context} tokens; the prompt has "
+                             f"{len(prompt_ids)} and {params.max_new_tokens} more were asked for: shorten the "
+                             "prompt or ask for fewer tokens")
         gen = torch.Generator().manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
         req = _Request(uuid.uuid4().hex, list(prompt_ids), params, sink,
                        TextStream(self.tokenizer, params.stop, prompt_ids), gen)
@@ -317,16 +311,21 @@ class Engine:
         done: queue.Queue[tuple[int, Output]] = queue.Queue()
         texts: list[list[str]] = [[] for _ in prompts]
         results: list[Output | None] = [None] * len(prompts)
-        for i, ids in enumerate(prompts):
-            self.submit(ids, params, lambda out, i=i: done.put((i, out)), block=True)
-        remaining = len(prompts)
-        while remaining:
-            i, out = done.get()
-            texts[i].append(out.text)
-            if out.finished:
-                results[i] = Output("".join(texts[i]), out.finish_reason, out.prompt_tokens, out.completion_tokens,
-                                    out.error)
-                remaining -= 1
+        handles = []
+        try:
+            for i, ids in enumerate(prompts):
+                handles.append(self.submit(ids, params, lambda out, i=i: done.put((i, out)), block=True))
+            remaining = len(prompts)
+            while remaining:
+                i, out = done.get()
+                texts[i].append(out.text)
+                if out.finished:
+                    results[i] = Output("".join(texts[i]), out.finish_reason, out.prompt_tokens,
+                                        out.completion_tokens, out.error)
+                    remaining -= 1
+        finally:  # interrupted (Ctrl-C): do not leave the rest decoding
+            for h in handles:
+                h.cancel()
         return results  # type: ignore[return-value]
 
     def stats(self) -> dict:
@@ -340,14 +339,12 @@ class Engine:
             self._cv.notify_all()
         self._thread.join(timeout=30)
 
-    def _wake(self) -> None:
-        with self._cv:
-            self._cv.notify_all()
-
     # ------------------------------------------------------------------ the loop (engine thread)
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        if self.threads:
+            torch.set_num_threads(self.threads)  # OpenMP settings are per thread: set them where the model runs
         while True:
             with self._cv:
                 while not self._closed and not self._waiting and not self._batch.rows:
@@ -356,19 +353,18 @@ class Engine:
                     break
                 new = self._admit()
             try:
-                self._drop([r for r in self._batch.rows if r.cancelled], "cancelled")
+                self._finish([(r, "cancelled") for r in self._batch.rows if r.cancelled])
                 if new:
                     self._prefill(new)
                 elif self._batch.rows:
                     self._decode()
             except Exception as e:  # a bad step must not kill the server: fail its requests, keep serving
                 log.exception("generation step failed")
-                for r in self._batch.rows + [r for r in new if r not in self._batch.rows]:
-                    self._counts["failed"] += 1
-                    _deliver(r, Output("", "error", len(r.prompt), r.completion_tokens, f"generation failed: {e}"))
+                failed = self._batch.rows + [r for r in new if r not in self._batch.rows]
+                self._finish([(r, "error") for r in failed], f"generation failed: {e}")
                 self._batch = _Batch()
-        for r in self._batch.rows + list(self._waiting):
-            _deliver(r, Output("", "error", len(r.prompt), r.completion_tokens, "the server is shutting down"))
+        waiting = list(self._waiting)
+        self._finish([(r, "error") for r in self._batch.rows + waiting], "the server is shutting down")
 
     def _admit(self) -> list[_Request]:
         """Waiting requests that fit the batch and this step's prefill budget (called with the lock held)."""
@@ -381,15 +377,15 @@ class Engine:
                 break
             self._waiting.popleft()
             if req.cancelled:
-                self._counts["cancelled"] += 1
-                _deliver(req, Output("", "cancelled", len(req.prompt), 0))
-                continue
-            new.append(req)
+                self._finish([(req, "cancelled")])
+            else:
+                new.append(req)
         if new:
             self._cv.notify_all()  # room in the queue for blocked submitters
         return new
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache) -> tuple[torch.Tensor, object]:
+        """Logits of the last position of every row ([B, V], fp32) and the grown cache."""
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=True, **self._last_logits_only)
@@ -437,10 +433,11 @@ class Engine:
         vocab = logits.shape[-1]
         top_k = torch.tensor([p.top_k or vocab for p in params], device=dev).unsqueeze(1)
         top_p = torch.tensor([p.top_p for p in params], device=dev).unsqueeze(1)
-        sorted_logits, order = (logits / temperature.clamp(min=1e-5).unsqueeze(1)).sort(dim=-1, descending=True)
+        scale = temperature.masked_fill(temperature == 0, 1.0).unsqueeze(1)  # greedy rows take `greedy` below
+        sorted_logits, order = (logits / scale).sort(dim=-1, descending=True)
         drop = torch.arange(vocab, device=dev).unsqueeze(0) >= top_k
         probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(-1)
-        drop |= (probs.cumsum(-1) - probs) >= top_p  # keep the head whose mass reaches top_p (always >= 1 token)
+        drop |= ((probs.cumsum(-1) - probs) >= top_p) & (top_p < 1)  # keep the head whose mass reaches top_p
         cdf = probs.masked_fill(drop, 0).cumsum(-1)
         u = torch.cat([torch.rand(1, generator=r.generator) for r in b.rows]).to(dev) * cdf[:, -1]
         choice = torch.searchsorted(cdf, u.unsqueeze(1), right=True).clamp(max=vocab - 1)
@@ -451,30 +448,24 @@ class Engine:
         """Record the tokens just sampled for rows `first`.., stream their text, remove the rows that finished."""
         b = self._batch
         b.seen[torch.arange(len(b.rows), device=self.device), b.pending] = True
-        finished: dict[int, str] = {}
-        for r, token in zip(b.rows[first:], b.pending[first:].tolist()):
-            reason = self._advance(r, token)
-            if reason:
-                finished[id(r)] = reason
-        self._counts["generated_tokens"] += len(b.rows) - first
-        self._counts["completed"] += len(finished)
-        self._drop([r for r in b.rows if id(r) in finished], None, reasons=finished)
+        new_tokens = zip(b.rows[first:], b.pending[first:].tolist(), strict=True)
+        reasons = [(r, self._advance(r, token)) for r, token in new_tokens]
+        self._finish([(r, why) for r, why in reasons if why])
 
     def _advance(self, r: _Request, token: int) -> str | None:
         """Add one token to request `r`; send its new text; return a finish reason when it is done."""
         if token in self.eos_ids and not r.params.ignore_eos:
             return "stop"
         r.completion_tokens += 1
+        self._counts["generated_tokens"] += 1
         text = r.stream.push(token)
-        if r.stream.stopped:
-            reason = "stop"
-        elif r.completion_tokens >= r.params.max_new_tokens or len(r.prompt) + r.completion_tokens >= self.max_context:
-            reason = "length"
-        else:
-            reason = None
         if text:
             _deliver(r, Output(text, None, len(r.prompt), r.completion_tokens))
-        return reason
+        if r.stream.stopped:
+            return "stop"
+        if r.completion_tokens >= r.params.max_new_tokens or len(r.prompt) + r.completion_tokens >= self.max_context:
+            return "length"
+        return None
 
     def _merge(self, part: _Batch) -> None:
         """Add freshly prefilled rows to the batch, left-padding whichever cache is shorter."""
@@ -483,7 +474,7 @@ class Engine:
             self._batch = part
             return
         width = max(b.mask.shape[1], part.mask.shape[1])
-        for mine, theirs in zip(b.cache.layers, part.cache.layers):
+        for mine, theirs in zip(b.cache.layers, part.cache.layers, strict=True):
             mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)])
             mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)])
         b.mask = torch.cat([_pad_left(b.mask, width, 1), _pad_left(part.mask, width, 1)])
@@ -491,19 +482,14 @@ class Engine:
         b.pending = torch.cat([b.pending, part.pending])
         b.seen = torch.cat([b.seen, part.seen])
 
-    def _drop(self, rows: list[_Request], reason: str | None, error: str | None = None,
-              reasons: dict[int, str] | None = None) -> None:
-        """Finish `rows` (send their last Output) and remove them from the batch, trimming shared padding."""
-        if not rows:
-            return
-        for r in rows:
-            why = reasons[id(r)] if reasons else reason
-            if why == "cancelled":
-                self._counts["cancelled"] += 1
+    def _finish(self, done: list[tuple[_Request, str]], error: str | None = None) -> None:
+        """Send each request's last Output (with the rest of its text) and take it out of the batch."""
+        for r, why in done:
+            self._counts[{"stop": "completed", "length": "completed", "error": "failed"}.get(why, why)] += 1
             rest = r.stream.finish() if why in ("stop", "length") else ""
-            _deliver(r, Output(rest, why, len(r.prompt), r.completion_tokens, error))
+            _deliver(r, Output(rest, why, len(r.prompt), r.completion_tokens, error if why == "error" else None))
+        gone = {id(r) for r, _ in done}
         b = self._batch
-        gone = {id(r) for r in rows}
         keep = [i for i, r in enumerate(b.rows) if id(r) not in gone]
         if len(keep) == len(b.rows):
             return

@@ -1,0 +1,125 @@
+"""The teacher: any OpenAI-compatible endpoint (OpenAI, vLLM, `kotune serve`), asked through the `openai` client.
+
+The client's own retries are turned off so that this module decides, counts and logs them: a timeout, a
+connection error, HTTP 408/409/429/5xx or a reply without text is retried after `backoff_s · 2^attempt`
+(halved at random, so that clients that failed together do not retry together; at most `max_backoff_s`), or
+after the server's `Retry-After`. Any other HTTP error (wrong URL, model or key) stops the run at once: retrying
+cannot fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from dataclasses import dataclass
+
+from kotune.selfinstruct.config import TeacherConfig
+
+
+class TeacherError(ValueError):
+    """The teacher cannot be used: the message names the URL, the status and what the server said.
+
+    A ValueError, like kotune's other errors the user fixes in the recipe (URL, model, key), so the CLI prints the
+    message instead of a traceback.
+    """
+
+
+class RetriesExhausted(TeacherError):
+    """One request failed `max_retries + 1` times; the run may go on with other requests."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    finish_reason: str | None
+    retries: int
+
+
+_RETRY_STATUS = {408, 409, 429}
+
+
+def api_key(cfg: TeacherConfig) -> str | None:
+    """The key from the environment variable the recipe names (None when it names none).
+
+    Raises:
+        ValueError: naming the variable when it is not set.
+    """
+    if not cfg.api_key_env:
+        return None
+    key = os.environ.get(cfg.api_key_env, "").strip()
+    if not key:
+        raise ValueError(f"teacher.api_key_env: the environment variable {cfg.api_key_env} is not set; export it, "
+                         "or set teacher.api_key_env: null for a server that needs no key")
+    return key
+
+
+class Teacher:
+    """`await teacher.complete(prompt)` returns the teacher's `Reply`, retrying what can be retried."""
+
+    def __init__(self, cfg: TeacherConfig, *, stop: list[str] | None = None, rng: random.Random | None = None):
+        from openai import AsyncOpenAI
+
+        self.cfg = cfg
+        self.stop = stop
+        self.rng = rng or random.Random()
+        # The openai client insists on a key; a local server without one ignores the header.
+        self.client = AsyncOpenAI(base_url=cfg.base_url, api_key=api_key(cfg) or "no-key", max_retries=0,
+                                  timeout=cfg.timeout_s)
+        self.retries = 0
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _once(self, prompt: str) -> tuple[str, str | None]:
+        cfg = self.cfg
+        common = dict(model=cfg.model, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+        if cfg.api == "chat":
+            resp = await self.client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **common)
+            choice = resp.choices[0]
+            return choice.message.content, choice.finish_reason
+        resp = await self.client.completions.create(prompt=prompt, stop=self.stop, **common)
+        choice = resp.choices[0]
+        return choice.text, choice.finish_reason
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        try:
+            if retry_after is not None:
+                return min(self.cfg.max_backoff_s, max(0.0, float(retry_after)))
+        except ValueError:
+            pass  # an HTTP date instead of seconds: use our own schedule
+        full = min(self.cfg.max_backoff_s, self.cfg.backoff_s * 2**attempt)
+        return full * (0.5 + self.rng.random() / 2)
+
+    async def complete(self, prompt: str) -> Reply:
+        """The reply to `prompt`.
+
+        Raises:
+            RetriesExhausted: the request failed on every try.
+            TeacherError: the server rejected the request in a way retrying cannot fix.
+        """
+        import openai
+
+        url = self.cfg.base_url.rstrip("/") + ("/chat/completions" if self.cfg.api == "chat" else "/completions")
+        for attempt in range(self.cfg.max_retries + 1):
+            retry_after = None
+            try:
+                text, finish = await self._once(prompt)
+                if not isinstance(text, str):
+                    raise TypeError("no text in the reply")
+                return Reply(text, finish, attempt)
+            except openai.APIStatusError as e:
+                status = e.status_code
+                if status not in _RETRY_STATUS and status < 500:
+                    raise TeacherError(f"{url}: HTTP {status} for model {self.cfg.model!r}: {e.message}") from None
+                retry_after = e.response.headers.get("retry-after")
+                why = f"HTTP {status}"
+            except (openai.APIConnectionError, openai.APIResponseValidationError) as e:
+                why = type(e).__name__  # includes timeouts
+            except (AttributeError, IndexError, TypeError, ValueError) as e:
+                why = f"unreadable reply ({e})"  # a 200 whose body is not a completion
+            if attempt == self.cfg.max_retries:
+                raise RetriesExhausted(f"{url}: {why} on all {attempt + 1} tries")
+            self.retries += 1
+            await asyncio.sleep(self._delay(attempt, retry_after))
+        raise AssertionError("unreachable")

@@ -1,0 +1,407 @@
+"""`kotune serve`: an OpenAI-compatible HTTP API (FastAPI + SSE) and a chat page, over the one engine.
+
+Routes: `/v1/chat/completions` and `/v1/completions` (streamed as server-sent events ending in `data: [DONE]`,
+or whole), `/v1/models`, `/health`, and the chat page at `/`. Every error has OpenAI's shape
+`{"error": {"message", "type", "param", "code"}}`.
+
+The event loop never waits on the model: prompts are tokenized in a worker thread, the engine decodes in its own
+thread and hands each output to the loop with `call_soon_threadsafe`. A client that disconnects cancels its
+request. Requests beyond the engine's batch and queue get 429. Binds 127.0.0.1 unless told otherwise; with an
+API key (`--api-key` or KOTUNE_API_KEY) every `/v1` route wants `Authorization: Bearer KEY`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kotune.models.generate import Engine, EngineBusy, Output, SamplingParams
+from kotune.serve import protocol as p
+
+log = logging.getLogger("kotune.serve")
+
+
+@dataclass
+class ServeConfig:
+    """Options of `kotune serve`."""
+
+    model: str
+    """Model folder, hub id or LoRA adapter folder (as written by `kotune sft`)."""
+    host: str = "127.0.0.1"
+    """Interface to bind; 0.0.0.0 exposes the server to the network (set an API key then)."""
+    port: int = 8000
+    api_key: str | None = None
+    """When set, /v1 routes require `Authorization: Bearer <key>`."""
+    served_model_name: str | None = None
+    """The model id clients send and /v1/models lists (default: the model folder's name)."""
+    max_batch_size: int = 16
+    """Requests decoded together."""
+    max_queue: int = 64
+    """Requests waiting for a batch slot; more get HTTP 429."""
+    max_prompt_tokens: int | None = None
+    """Longest prompt accepted, in tokens (default: the model's context length)."""
+    max_tokens: int = 1024
+    """Most tokens one request may ask for (and the default for chat requests that do not say)."""
+    allow_origins: list[str] = field(default_factory=list)
+    """Web origins allowed to call the API from a browser (CORS); the built-in page needs none."""
+    dtype: str = "auto"
+    device: str | None = None
+    threads: int | None = None
+    """torch CPU threads for decoding (default: torch's; 1-2 is faster for small models on shared CPUs)."""
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port: {self.port} is not a TCP port (1-65535)")
+        for name in ("max_batch_size", "max_queue", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("max_prompt_tokens", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key: must not be empty (leave it out to serve without a key)")
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"dtype: {self.dtype!r} is not one of auto, fp32, bf16, fp16")
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.body, self.headers = status, p.error_body(message, type, param, code), headers
+
+
+class AsyncGeneration:
+    """One engine request as seen from the event loop: outputs arrive on an asyncio queue."""
+
+    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams):
+        loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Output] = asyncio.Queue()
+        # the engine thread hands each output to the event loop; it never touches the queue itself
+        self._handle = engine.submit(prompt_ids, params,
+                                     lambda out: loop.call_soon_threadsafe(self._queue.put_nowait, out))
+
+    async def __aiter__(self) -> AsyncIterator[Output]:
+        while True:
+            out = await self._queue.get()
+            yield out
+            if out.finished:
+                return
+
+    async def collect(self) -> Output:
+        texts: list[str] = []
+        async for out in self:
+            texts.append(out.text)
+        return Output("".join(texts), out.finish_reason, out.prompt_tokens, out.completion_tokens, out.error)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
+    """The FastAPI app serving `engine` (whoever made the engine closes it)."""
+    model_id = cfg.served_model_name or Path(cfg.model.rstrip("/")).name or cfg.model
+    created = p.now()
+    app = FastAPI(title="kotune", docs_url=None, redoc_url=None, openapi_url=None)
+    if cfg.allow_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.allow_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    _error_handlers(app)
+    page, page_csp = _page()
+
+    async def require_key(request: Request) -> None:
+        if cfg.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise APIError(401, "You didn't provide an API key: send the header 'Authorization: Bearer <key>'.",
+                           code="missing_api_key")
+        if not secrets.compare_digest(token.strip().encode(), cfg.api_key.encode()):
+            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    auth = [Depends(require_key)]
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": page_csp, "X-Content-Type-Options": "nosniff",
+                                           "Referrer-Policy": "no-referrer"})
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_id, **engine.stats()}
+
+    @app.get("/v1/models", dependencies=auth)
+    async def models() -> p.ModelList:
+        return p.ModelList(data=[p.ModelCard(id=model_id, created=created)])
+
+    @app.post("/v1/chat/completions", dependencies=auth)
+    async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
+        gen = await _start(engine, cfg, model_id, body, lambda: engine.encode_chat(body.message_dicts()), "messages")
+        rid = p.new_id("chatcmpl")
+        if body.stream:
+            return _sse(_chat_events(gen, rid, model_id, body.include_usage), gen)
+        out = await _collect_or_cancel(gen, request)
+        if out is None:
+            return Response(status_code=499)  # nginx's "client closed request": never seen by anyone
+        _raise_if_failed(out)
+        return JSONResponse(p.ChatCompletion(
+            id=rid, created=p.now(), model=model_id, usage=p.Usage.of(out.prompt_tokens, out.completion_tokens),
+            choices=[p.ChatChoice(message=p.AssistantMessage(content=out.text), finish_reason=out.finish_reason)],
+        ).model_dump())
+
+    @app.post("/v1/completions", dependencies=auth)
+    async def completions(body: p.CompletionRequest, request: Request) -> Response:
+        gen = await _start(engine, cfg, model_id, body, lambda: engine.encode_text(body.prompt), "prompt",
+                           default_max_tokens=16)  # OpenAI's default for text completions
+        rid = p.new_id("cmpl")
+        if body.stream:
+            return _sse(_completion_events(gen, rid, model_id, body.include_usage), gen)
+        out = await _collect_or_cancel(gen, request)
+        if out is None:
+            return Response(status_code=499)
+        _raise_if_failed(out)
+        return JSONResponse(p.Completion(
+            id=rid, created=p.now(), model=model_id, usage=p.Usage.of(out.prompt_tokens, out.completion_tokens),
+            choices=[p.TextChoice(text=out.text, finish_reason=out.finish_reason)],
+        ).model_dump())
+
+    return app
+
+
+async def _start(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, prompt_field: str, *,
+                 default_max_tokens: int | None = None) -> AsyncGeneration:
+    """Check the model and limits, tokenize off the event loop, and submit the request."""
+    if body.model not in (model_id, cfg.model):
+        raise APIError(404, f"The model '{body.model}' does not exist; this server serves '{model_id}'.",
+                       param="model", code="model_not_found")
+    try:
+        ids = await run_in_threadpool(encode)
+    except Exception as e:  # a chat template may reject a conversation (jinja raise_exception)
+        raise APIError(400, f"could not render the prompt: {e}", param=prompt_field) from e
+    limit = min(cfg.max_prompt_tokens or engine.max_context, engine.max_context - 1)
+    if len(ids) > limit:
+        raise APIError(400, f"the prompt has {len(ids)} tokens; this server accepts at most {limit}: shorten it",
+                       param=prompt_field, code="context_length_exceeded")
+    requested = body.requested_max_tokens()
+    if requested is not None and requested > cfg.max_tokens:
+        raise APIError(400, f"max_tokens is {requested}; this server allows at most {cfg.max_tokens}",
+                       param="max_tokens")
+    room = engine.max_context - len(ids)
+    max_new = requested or min(default_max_tokens or cfg.max_tokens, cfg.max_tokens, room)
+    if max_new > room:
+        raise APIError(400, f"this model's maximum context length is {engine.max_context} tokens; the prompt has "
+                       f"{len(ids)} and max_tokens asks for {max_new}: lower max_tokens to at most {room}",
+                       param="max_tokens", code="context_length_exceeded")
+    params = SamplingParams(
+        max_new_tokens=max_new, temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=body.top_p or 1.0, top_k=body.top_k or 0, repetition_penalty=body.repetition_penalty or 1.0,
+        stop=tuple(body.stop), seed=body.seed, ignore_eos=body.ignore_eos,
+    )
+    try:
+        return AsyncGeneration(engine, ids, params)
+    except EngineBusy as e:
+        raise APIError(429, f"the server is busy ({e})", type="rate_limit_error", code="rate_limit_exceeded",
+                       headers={"Retry-After": "1"}) from e
+
+
+async def _collect_or_cancel(gen: AsyncGeneration, request: Request) -> Output | None:
+    """The whole reply, unless the client disconnects first: then its generation is cancelled."""
+    collect = asyncio.ensure_future(gen.collect())
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not collect.done():
+            gen.cancel()
+            collect.cancel()
+    if not collect.done() or collect.cancelled():
+        return None  # the client is gone: nobody to answer
+    return collect.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _raise_if_failed(out: Output) -> None:
+    if out.finish_reason == "error":
+        raise APIError(500, out.error or "generation failed", type="server_error")
+
+
+def _sse(events: AsyncIterator[str], gen: AsyncGeneration) -> StreamingResponse:
+    async def guarded() -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                yield event
+        finally:  # client went away (the response task is cancelled) or the stream ended: stop decoding
+            gen.cancel()
+
+    return StreamingResponse(guarded(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _data(obj) -> str:
+    payload = obj.model_dump_json(exclude_none=True) if hasattr(obj, "model_dump_json") else obj
+    return f"data: {payload}\n\n"
+
+
+def _error_event(out: Output) -> str:
+    import json
+
+    return _data(json.dumps(p.error_body(out.error or "generation failed", "server_error")))
+
+
+async def _chat_events(gen: AsyncGeneration, rid: str, model: str, include_usage: bool) -> AsyncIterator[str]:
+    created = p.now()
+
+    def chunk(delta: p.Delta, finish: str | None = None, usage: p.Usage | None = None) -> str:
+        choices = [] if usage else [p.ChatChunkChoice(delta=delta, finish_reason=finish)]
+        return _data(p.ChatCompletionChunk(id=rid, created=created, model=model, choices=choices, usage=usage))
+
+    yield chunk(p.Delta(role="assistant", content=""))
+    async for out in gen:
+        if out.finish_reason == "error":
+            yield _error_event(out)
+            return
+        if out.text:
+            yield chunk(p.Delta(content=out.text))
+        if out.finished:
+            yield chunk(p.Delta(), out.finish_reason)
+            if include_usage:
+                yield chunk(p.Delta(), usage=p.Usage.of(out.prompt_tokens, out.completion_tokens))
+    yield "data: [DONE]\n\n"
+
+
+async def _completion_events(gen: AsyncGeneration, rid: str, model: str, include_usage: bool) -> AsyncIterator[str]:
+    created = p.now()
+    async for out in gen:
+        if out.finish_reason == "error":
+            yield _error_event(out)
+            return
+        if out.text or out.finished:
+            choice = p.TextChoice(text=out.text, finish_reason=out.finish_reason)
+            yield _data(p.Completion(id=rid, created=created, model=model, choices=[choice]))
+        if out.finished and include_usage:
+            usage = p.Usage.of(out.prompt_tokens, out.completion_tokens)
+            yield _data(p.Completion(id=rid, created=created, model=model, choices=[], usage=usage))
+    yield "data: [DONE]\n\n"
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError) -> JSONResponse:
+        return JSONResponse(e.body, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        errors = e.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+        param = None if first.get("type") == "json_invalid" else _param(first.get("loc", ()))
+        messages = [_describe(err) for err in errors[:3]]
+        return JSONResponse(p.error_body("; ".join(messages), param=param or None), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        message = f"{request.method} {request.url.path}: {e.detail}"
+        return JSONResponse(p.error_body(message), status_code=e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse(p.error_body("internal server error", "server_error"), status_code=500)
+
+
+def _param(loc) -> str:
+    """('body', 'messages', 0, 'role') -> 'messages[0].role'."""
+    out = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(err: dict) -> str:
+    kind, param = err.get("type", ""), _param(err.get("loc", ()))
+    if kind == "json_invalid":
+        return f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+    if not param and kind in ("missing", "model_attributes_type", "dict_type"):
+        return "the request body must be a JSON object"
+    if kind == "extra_forbidden":
+        return f"'{param}' is not supported by this server"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if kind == "missing":
+        return f"'{param}' is required"
+    got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], (dict, list)) else ""
+    return f"Invalid '{param}': {msg}{got}" if param else msg
+
+
+def _page() -> tuple[str, str]:
+    """The chat page and a Content-Security-Policy that allows only its own inline script and style."""
+    html = resources.files("kotune.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    def sha(tag: str) -> str:
+        match = re.search(rf"<{tag}>(.*?)</{tag}>", html, re.S)
+        return "'sha256-" + base64.b64encode(hashlib.sha256(match.group(1).encode()).digest()).decode() + "'"
+
+    csp = (f"default-src 'none'; script-src {sha('script')}; style-src {sha('style')}; connect-src 'self'; "
+           "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return html, csp
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def run(cfg: ServeConfig) -> None:
+    """Load the model and serve until interrupted."""
+    import uvicorn
+
+    if not _is_loopback(cfg.host) and cfg.api_key is None:
+        log.warning("serving on %s without an API key: anyone who can reach port %d can use the model",
+                    cfg.host, cfg.port)
+    engine = Engine.load(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
+                         max_batch_size=cfg.max_batch_size, max_waiting=cfg.max_queue, threads=cfg.threads)
+    if engine.template_note:
+        print(f"note: {engine.template_note}", flush=True)
+    app = create_app(engine, cfg)
+    shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    print(f"kotune: serving {cfg.model} at http://{shown}:{cfg.port}/ (OpenAI API under /v1)", flush=True)
+    try:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=5)
+    finally:
+        engine.close()
+
+
+def main(args) -> int:
+    """Entry point for `kotune serve`: `args` carries the ServeConfig fields (argparse namespace)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    fields = {k: getattr(args, k) for k in ServeConfig.__dataclass_fields__ if hasattr(args, k)}
+    fields["api_key"] = fields.get("api_key") or os.environ.get("KOTUNE_API_KEY") or None
+    fields["allow_origins"] = list(fields.get("allow_origins") or [])
+    run(ServeConfig(**fields))
+    return 0
