@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from conftest import REPO, SAMPLES
+from kotune_test_paths import REPO, SAMPLES
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO, SAMPLES
+from kotune_test_paths import REPO, SAMPLES
 from kotune.common.metrics import read_metrics
 
 pytestmark = pytest.mark.slow

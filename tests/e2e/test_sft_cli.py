@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, SAMPLES
+from kotune_test_paths import REPO, SAMPLES
 
 pytestmark = pytest.mark.slow
 

@@ -9,6 +9,7 @@ from `accelerate`, never from code of our own.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from contextlib import nullcontext
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 from kotune.common.checkpoint import begin_checkpoint, latest_checkpoint, publish_checkpoint
-from kotune.common.losses import causal_lm_loss_sum
+from kotune.common.losses import IGNORE_INDEX, causal_lm_loss_sum, next_token_targets
 from kotune.common.metrics import MetricsLog, plot_curves
 from kotune.data.batching import BatchPlan, split_for_rank
 from kotune.training.config import TrainConfig
@@ -75,6 +77,27 @@ def _checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
     accelerator.wait_for_everyone()
 
 
+def _accepts_logits_to_keep(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def _trained_loss_sum(model, batch: dict, labels: torch.Tensor, select_logits: bool) -> torch.Tensor:
+    """Summed cross-entropy over the trained tokens of a micro-batch.
+
+    Where the model supports it, only the positions that predict a trained token go through the LM head
+    (`logits_to_keep` with a boolean mask): with a large vocabulary and prompts masked out, that saves most of
+    the head's compute and the largest activation of the step. `use_cache=False` also lets transformers build
+    its packed-sequence mask from position_ids.
+    """
+    if not select_logits:
+        return causal_lm_loss_sum(model(**batch, use_cache=False).logits, labels)[0]
+    targets = next_token_targets(labels)
+    keep = targets != IGNORE_INDEX
+    logits = model(**batch, use_cache=False, logits_to_keep=keep).logits
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets[keep], reduction="sum")
+
+
 def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path, *, desc: str, log=print):
     """Train `model` on `data` for the steps `cfg` asks; returns the prepared (possibly wrapped) model.
 
@@ -108,6 +131,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     log(f"training: {plan.total_steps} steps, {len(data):,} examples, global batch {cfg.global_batch_size}, "
         f"{world} process(es), {resolve_precision(cfg)}")
 
+    select_logits = _accepts_logits_to_keep(accelerator.unwrap_model(model))
     model.train()
     progress = tqdm(total=plan.total_steps, initial=start_step, disable=not is_main, desc=desc, unit="step")
     started = time.perf_counter()
@@ -123,9 +147,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
             labels = batch.pop("labels")
             sync = k == len(micro_batches) - 1
             with accelerator.no_sync(model) if not sync else nullcontext(), accelerator.autocast():
-                # use_cache=False also lets transformers build its packed-sequence mask from position_ids.
-                logits = model(**batch, use_cache=False).logits
-                loss_sum, _ = causal_lm_loss_sum(logits, labels)
+                loss_sum = _trained_loss_sum(model, batch, labels, select_logits)
                 # DDP averages gradients over processes; scaling by world size makes the step's gradient the
                 # mean over every trained token of the global batch.
                 loss = loss_sum * weight * world / global_trained

@@ -70,7 +70,7 @@ def test_jsonl_blank_lines_invalid_utf8_and_types(tmp_path):
 
 
 def test_clean_files_pass_and_cli_exit_codes(tmp_path):
-    from conftest import SAMPLES
+    from kotune_test_paths import SAMPLES
 
     code, lines = check(SAMPLES / "koalpaca_v1.0.sample.json", SAMPLES / "vaiv_preference.sample.json")
     assert "  alpaca: 2,000 records -> 2,000 examples (sft)" in lines

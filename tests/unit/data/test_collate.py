@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import SAMPLES
+from kotune_test_paths import SAMPLES
 from kotune.common.losses import causal_lm_loss_sum
 from kotune.data.collate import pack_batch, pad_batch
 from kotune.data.loading import load_examples

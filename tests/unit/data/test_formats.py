@@ -82,7 +82,7 @@ def test_kochatgpt_conversation_text():
 
 
 def test_shipped_samples_load_without_problems(tmp_path):
-    from conftest import SAMPLES
+    from kotune_test_paths import SAMPLES
 
     sft = load_examples([str(SAMPLES / "koalpaca_v1.0.sample.json"), str(SAMPLES / "kochatgpt_conversation.sample.txt")])
     assert len(sft.examples) == 2060 and all(isinstance(c, Conversation) for c in sft.examples)

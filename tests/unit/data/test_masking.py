@@ -7,7 +7,7 @@ built-in template.
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import SAMPLES
+from kotune_test_paths import SAMPLES
 from kotune.data.loading import load_examples
 from kotune.data.templates import (
     BUILTIN_TEMPLATES,

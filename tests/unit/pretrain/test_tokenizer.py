@@ -4,7 +4,7 @@ import json
 
 from transformers import AutoTokenizer
 
-from conftest import SAMPLES
+from kotune_test_paths import SAMPLES
 from kotune.data.corpus import iter_documents
 from kotune.models.tokenizer import tokenizer_stats
 from kotune.pretrain.tokenizer import run

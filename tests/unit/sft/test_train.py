@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import SAMPLES
+from kotune_test_paths import SAMPLES
 from kotune.common.metrics import read_metrics
 from kotune.config import load_config
 from kotune.data.schema import DataError
