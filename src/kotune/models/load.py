@@ -14,6 +14,17 @@ import torch
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def check_exists(name_or_path: str, what: str = "model") -> None:
+    """A value that is clearly a local path must exist: otherwise transformers would try it as a hub id and
+    answer with a confusing repo-id error."""
+    # "org/name" may be a hub id; it is taken as a local path when its first part is a local folder (runs/x).
+    first = Path(name_or_path.split("/")[0]).expanduser()
+    looks_local = (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+                   or ("/" in name_or_path and first.is_dir()))
+    if looks_local and not Path(name_or_path).expanduser().exists():
+        raise FileNotFoundError(f"{what}: folder {name_or_path} does not exist")
+
+
 def is_adapter(path: str) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
@@ -26,6 +37,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     """The tokenizer of `name_or_path` (a LoRA adapter folder carries its own, saved at training)."""
     from transformers import AutoTokenizer
 
+    check_exists(name_or_path, "tokenizer")
     tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         # Padding positions are masked by attention_mask and labels, so reusing EOS here is safe.
@@ -50,6 +62,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    check_exists(name_or_path)
     base = adapter_base(name_or_path) if is_adapter(name_or_path) else name_or_path
     model = AutoModelForCausalLM.from_pretrained(
         base,
