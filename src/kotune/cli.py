@@ -13,15 +13,7 @@ from collections.abc import Callable
 
 from kotune import __version__
 
-# Stages run from a YAML recipe: name -> (help, config dataclass, run function). A recipe's first line names
-# its command (`# kotune sft ...`), which is how tests find the config class that validates it.
-RECIPE_STAGES: dict[str, tuple[str, str, str]] = {
-    "pretrain": ("causal-LM pre-training on raw Korean text, from scratch or continued", "kotune.pretrain.config.PretrainConfig",
-                 "kotune.pretrain.train.run"),
-    "sft": ("supervised fine-tuning (full or LoRA) from a YAML recipe", "kotune.sft.config.SFTConfig", "kotune.sft.train.run"),
-    "selfinstruct": ("generate Korean instruction data from an OpenAI-compatible teacher (self-instruct); resumable",
-                     "kotune.selfinstruct.config.SelfInstructConfig", "kotune.selfinstruct.run.run"),
-}
+from kotune.stages import RECIPE_STAGES
 
 EPILOG_RECIPE = "Overrides are dotted keys of the recipe, e.g. train.epochs=1 data.max_length=512 method=lora."
 
@@ -40,6 +32,9 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
     p.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("-h", "--help", action="store_true", help="show this help and every recipe key")
+    if name == "pipeline":
+        p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                       help="redo STAGE (and every stage after it) even if it completed before; repeatable")
 
     def handler(args: argparse.Namespace) -> int:
         if args.help or not args.recipe:
@@ -49,7 +44,16 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
         from kotune.config import load_config
 
         cfg = load_config(_import(config_path), args.recipe, args.overrides)
-        _import(run_path)(cfg)
+        if name != "pipeline":
+            _import(run_path)(cfg)
+            return 0
+        from kotune.pipeline.run import StageFailed
+
+        try:
+            _import(run_path)(cfg, force=args.force)
+        except StageFailed as e:
+            print(f"kotune: error: {e}", file=sys.stderr)
+            return 1
         return 0
 
     p.set_defaults(handler=handler)

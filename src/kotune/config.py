@@ -32,9 +32,25 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
 
 
 def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
+    origin = get_origin(tp)
+    if origin is Literal:
         return " | ".join(str(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _optional_section(tp: Any) -> type | None:
+    """The dataclass X of a field typed `X | None` (an optional recipe section), else None."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+            return args[0]
+    return None
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -170,6 +186,11 @@ def describe(cls: type, prefix: str = "") -> list[str]:
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             lines.extend(describe(tp, f"{prefix}{f.name}."))
+            continue
+        section = _optional_section(tp)
+        if section is not None:
+            lines.append(f"  {prefix}{f.name} (optional section; absent = stage skipped): {f.metadata.get('help', '')}")
+            lines.extend("  " + line for line in describe(section, f"{prefix}{f.name}."))
             continue
         if f.default is not dataclasses.MISSING:
             default = f"default {f.default!r}"

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kotune.cli import RECIPE_STAGES, _import
+from kotune.cli import _import
+from kotune.stages import RECIPE_STAGES
 from kotune.config import ConfigError, load_config, save_config
 from kotune.sft.config import SFTConfig
 

@@ -25,6 +25,16 @@ def check_exists(name_or_path: str, what: str = "model") -> None:
         raise FileNotFoundError(f"{what}: folder {name_or_path} does not exist")
 
 
+def resolve_model_path(name_or_path: str) -> str:
+    """A `kotune pipeline` run folder stands for its final model (recorded in its pipeline.json)."""
+    manifest = Path(name_or_path) / "pipeline.json"
+    if manifest.is_file():
+        final = json.loads(manifest.read_text()).get("final_model")
+        if final:
+            return final
+    return name_or_path
+
+
 def is_adapter(path: str) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
@@ -37,6 +47,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     """The tokenizer of `name_or_path` (a LoRA adapter folder carries its own, saved at training)."""
     from transformers import AutoTokenizer
 
+    name_or_path = resolve_model_path(name_or_path)
     check_exists(name_or_path, "tokenizer")
     tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
@@ -62,6 +73,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    name_or_path = resolve_model_path(name_or_path)
     check_exists(name_or_path)
     base = adapter_base(name_or_path) if is_adapter(name_or_path) else name_or_path
     model = AutoModelForCausalLM.from_pretrained(

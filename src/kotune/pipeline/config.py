@@ -1,0 +1,73 @@
+"""The pipeline recipe: which stages run, each from its own stage recipe plus overrides.
+
+The pipeline wires the stages together (each one's model is the previous one's output, every output lives under
+`run_dir`), so the stage recipes stay the same files users run one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kotune.config import opt
+
+# The order stages always run in; a recipe lists the ones it wants.
+ORDER = ("check", "tokenizer", "pretrain", "selfinstruct", "sft", "reward", "ppo", "dpo", "eval_kobest", "eval_generate")
+
+
+@dataclass
+class TokenizerStage:
+    corpus: list[str] = opt([], "corpus files for `kotune tokenizer train`")
+    vocab_size: int = opt(4000, "vocabulary size")
+    style: str = opt("gpt-neox", "gpt-neox | llama")
+
+
+@dataclass
+class StageRecipe:
+    recipe: str | None = opt(None, "the stage's own recipe (recipes/<stage>/...); model and output paths are set by the pipeline")
+    set: dict = opt({}, "overrides of that recipe as dotted keys, e.g. {train.max_steps: 10}")
+
+
+@dataclass
+class KobestStage:
+    tasks: list[str] = opt(["boolq", "copa", "wic", "hellaswag", "sentineg"], "KoBEST tasks")
+    shots: list[int] = opt([0], "few-shot counts")
+    limit: int | None = opt(None, "first N test documents per task (quick runs; not comparable to published numbers)")
+    batch_size: int = opt(8, "lm-eval batch size")
+
+
+@dataclass
+class GenerateStage:
+    prompts: str | None = opt(None, "prompt file (default: the shipped 50 Korean prompts)")
+    limit: int | None = opt(None, "first N prompts")
+    max_new_tokens: int = opt(256, "a reply that reaches this did not stop")
+
+
+@dataclass
+class PipelineConfig:
+    """Base -> [tokenizer -> pretrain] -> [selfinstruct] -> SFT -> [reward -> PPO | DPO] -> evaluation -> report."""
+
+    run_dir: str = opt(help="one folder for every stage's output, the report and pipeline.json")
+    base_model: str | None = opt(None, "the model SFT starts from (hub id or folder) when the pipeline does not pre-train one")
+    check: list[str] = opt([], "data files to validate first (`kotune data check`); problems are reported, training decides")
+    tokenizer: TokenizerStage | None = opt(None, "train a Korean tokenizer for pre-training")
+    pretrain: StageRecipe | None = opt(None, "pre-train the base model")
+    selfinstruct: StageRecipe | None = opt(None, "generate instruction data from a teacher; the output joins SFT's data")
+    sft: StageRecipe | None = opt(None, "supervised fine-tuning")
+    reward: StageRecipe | None = opt(None, "reward model (for PPO)")
+    ppo: StageRecipe | None = opt(None, "PPO against the reward model")
+    dpo: StageRecipe | None = opt(None, "DPO from the SFT model")
+    eval_kobest: KobestStage | None = opt(None, "KoBEST through lm-eval: the base model and every trained stage")
+    eval_generate: GenerateStage | None = opt(None, "generation checks: stop rate, repetition, loops")
+
+    def __post_init__(self) -> None:
+        if self.sft is None:
+            raise ValueError("sft: a pipeline needs an sft stage")
+        if self.ppo and not self.reward:
+            raise ValueError("ppo: needs a reward stage before it")
+        if self.ppo and self.dpo:
+            raise ValueError("ppo, dpo: choose one chat-tuning stage")
+        if self.pretrain is None and self.base_model is None:
+            raise ValueError("base_model: set it, or add a pretrain stage")
+
+    def stages(self) -> list[str]:
+        return [name for name in ORDER if getattr(self, name)]

@@ -1,0 +1,99 @@
+"""The pipeline's report.md: what ran, on which data, how training went, and how the models compare.
+
+Built from the files the stages leave (data_report.json, *_report.json, eval.json, loss/curve PNGs and the
+evaluation's own report), so it can be rewritten at any time without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from kotune.config import to_dict
+
+CURVES = {"pretrain": "loss.png", "sft": "loss.png", "reward": "curves.png", "ppo": "curves.png", "dpo": "curves.png"}
+REPORTS = {"reward": "reward_report.json", "ppo": "ppo_report.json", "dpo": "dpo_report.json"}
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _data_section(run_dir: Path) -> list[str]:
+    lines = ["## Data", ""]
+    check = run_dir / "check" / "check.txt"
+    if check.is_file():
+        lines += ["`kotune data check`:", "", "```", *check.read_text(encoding="utf-8").splitlines()[:30], "```", ""]
+    report = _read(run_dir / "sft" / "data_report.json")
+    if report:
+        s = report["stats"]
+        lines += [
+            f"SFT data ({report.get('template', '?')} template, {report.get('batching', '?')} batches):", "",
+            "| examples | tokens | trained tokens | trained fraction | truncated | labels hold EOS | skipped records |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {s['examples']:,} | {s['tokens']:,} | {s['trained_tokens']:,} | {s['trained_fraction']:.1%} | "
+            f"{s['truncated']:,} | {s['with_eos']:,} | {len(report['skipped_records']) + len(report['skipped_without_trained_tokens']):,} |",
+            "",
+        ]
+        skipped = report["skipped_records"] + [f"{x}: no trained token left after truncation" for x in report["skipped_without_trained_tokens"]]
+        if skipped:
+            lines += ["Skipped records (each with its reason):", "", *[f"- `{x}`" for x in skipped[:20]]]
+            lines += [f"- … and {len(skipped) - 20} more (see sft/data_report.json)"] if len(skipped) > 20 else []
+            lines.append("")
+    for stage, name in REPORTS.items():
+        data = _read(run_dir / stage / name)
+        if data and isinstance(data.get("data"), dict):
+            counts = ", ".join(f"{k}: {v}" for k, v in data["data"].items() if isinstance(v, (int, float, str)))
+            lines += [f"{stage} data: {counts}", ""]
+    return lines
+
+
+def _training_section(run_dir: Path, models: list) -> list[str]:
+    lines = ["## Training", ""]
+    evaluation = _read(run_dir / "pretrain" / "eval.json")
+    if evaluation:
+        before = evaluation.get("perplexity_before")
+        lines += [f"Pre-training: held-out perplexity {evaluation['perplexity']:,.2f}"
+                  + (f" (random init: {before:,.2f})" if before else "")
+                  + f" over {evaluation['eval_tokens']:,} held-out tokens, {evaluation['parameters'] / 1e6:,.1f}M parameters.", ""]
+    for stage, png in CURVES.items():
+        if (run_dir / stage / png).is_file():
+            lines += [f"### {stage}", "", f"![{stage} curves]({stage}/{png})", ""]
+            metrics = run_dir / stage / "metrics.jsonl"
+            if metrics.is_file():
+                rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+                if rows and "loss" in rows[0]:
+                    lines += [f"loss: {rows[0]['loss']:.4f} at step {rows[0]['step']} → {rows[-1]['loss']:.4f} at step "
+                              f"{rows[-1]['step']}", ""]
+    return lines
+
+
+def _evaluation_section(run_dir: Path) -> list[str]:
+    report = run_dir / "eval" / "report.md"
+    if not report.is_file():
+        return []
+    body = report.read_text(encoding="utf-8").split("\n", 1)[-1]  # drop its title
+    body = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M)  # one level deeper under "Evaluation"
+    body = re.sub(r"\]\((?!https?:|#)([^)]+)\)", r"](eval/\1)", body)  # its images live in eval/
+    return ["## Evaluation", "", body.strip(), ""]
+
+
+def write_pipeline_report(run_dir: Path, cfg, models: list, timings: dict) -> Path:
+    """Write `run_dir/report.md` and return its path."""
+    final = models[-1][1]
+    lines = [
+        "# kotune pipeline report", "",
+        f"Final model: `{final}`. Chat with it: `kotune chat {run_dir}`; serve it: `kotune serve {run_dir}`.", "",
+        "| stage | output | seconds |", "|---|---|---:|",
+        *[f"| {stage} | `{run_dir / ('eval' if stage.startswith('eval_') else stage)}` | {timings.get(stage, 0):,.0f} |"
+          for stage in cfg.stages()],
+        "", "Models, in order: " + " → ".join(f"{name} (`{path}`)" for name, path in models), "",
+    ]
+    lines += _data_section(run_dir) + _training_section(run_dir, models) + _evaluation_section(run_dir)
+    lines += ["## Configuration", "", "```yaml", yaml.safe_dump(to_dict(cfg), allow_unicode=True, sort_keys=False).strip(), "```", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
