@@ -191,6 +191,47 @@ def _serve_commands(sub) -> None:
     serve.set_defaults(handler=lambda a: _import("kotune.serve.openai_api.main")(a))
 
 
+def _eval_common(p) -> None:
+    p.add_argument("--baseline", action="append", default=[], metavar="MODEL",
+                   help="another model evaluated the same way and shown beside MODEL; repeat for more (base vs SFT vs DPO)")
+    p.add_argument("--out", default=None, help="folder for results, report.md and charts (default runs/eval/<model name>)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: bf16 on a GPU that supports it, else fp32")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+
+def _eval_commands(sub) -> None:
+    ev = sub.add_parser("eval", help="evaluate models: KoBEST through lm-eval, generation checks, a Markdown report")
+    esub = ev.add_subparsers(dest="eval_command", required=True, metavar="{kobest,generate}")
+
+    kobest = esub.add_parser("kobest", help="KoBEST through lm-evaluation-harness, offline: acc and macro-F1 per task "
+                                            "and shot count, beside published numbers and any --baseline")
+    kobest.add_argument("model", help="model folder, hub id or LoRA adapter folder")
+    kobest.add_argument("--tasks", default="all", help="comma-separated, of boolq,copa,wic,hellaswag,sentineg (default all)")
+    kobest.add_argument("--shots", default="0", help="few-shot counts, one run each, e.g. 0,5,10 (default 0)")
+    kobest.add_argument("--limit", type=int, default=None,
+                        help="score only the first N test documents per task (quick checks; not comparable with published numbers)")
+    kobest.add_argument("--batch-size", default="8", help="lm-eval batch size, or auto (default 8)")
+    kobest.add_argument("--data-dir", default=None,
+                        help="folder with <task>/{train,validation,test}.jsonl (default: the KoBEST v1.0 shipped in data/kobest)")
+    _eval_common(kobest)
+    kobest.set_defaults(handler=lambda a: _import("kotune.eval.kobest.main")(a))
+
+    gen = esub.add_parser("generate", help="reply to a Korean prompt set with the model's chat template; report stop "
+                                           "rate, repetition, distinct-1/2, length and looping replies")
+    gen.add_argument("model", help="model folder, hub id or LoRA adapter folder")
+    gen.add_argument("--prompts", default=None,
+                     help="prompt file: .jsonl/.json records with prompt or messages, or one prompt per line "
+                          "(default: data/prompts/ko_generation_50.jsonl)")
+    gen.add_argument("--max-new-tokens", type=int, default=256, help="token limit per reply (default 256)")
+    gen.add_argument("--batch-size", type=int, default=16, help="prompts decoded together (default 16)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, the default")
+    gen.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    _eval_common(gen)
+    gen.set_defaults(handler=lambda a: _import("kotune.eval.generate_eval.main")(a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kotune",
@@ -204,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_commands(sub)
     _tokenizer_commands(sub)
     _model_commands(sub)
+    _eval_commands(sub)
     _serve_commands(sub)
     return parser
 

@@ -1,0 +1,242 @@
+"""`kotune eval generate MODEL`: generate replies to a Korean prompt set and check them (stop, repeat, loop).
+
+The model is driven through one narrow seam, a `GenerateFn`:
+
+    generate(prompts: list[list[dict]], max_new_tokens: int) -> list[(text, finished_with_eos, n_tokens)]
+
+`run_checks` needs nothing else, so tests drive it with canned replies, and any engine can sit behind it. The
+one used here is kotune's shared generation engine (`kotune.models.generate.Engine`, the same one behind chat
+and the server): each prompt is rendered with the model's own chat template (`Engine.encode_chat`,
+`add_generation_prompt=True`) and the batch is decoded together, greedy by default, until EOS or
+`max_new_tokens`. A model without a chat template gets kotune's `ko_chat` template, and the report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kotune.eval.generation_checks import DEFAULT_LOOP_RULE, LoopRule, ReplyCheck, check_reply, summarize
+from kotune.eval.runs import (
+    GENERATION_JSON,
+    GENERATIONS_JSONL,
+    default_out_dir,
+    unique_labels,
+    write_json,
+)
+
+DEFAULT_PROMPTS = Path(__file__).resolve().parents[3] / "data" / "prompts" / "ko_generation_50.jsonl"
+ROLES = ("system", "user", "assistant")
+
+GenerateFn = Callable[[list[list[dict]], int], list[tuple[str, bool, int]]]
+"""Replies to a batch of chats: (text, finished_with_eos, n_tokens) per chat, in order."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One chat to reply to; `messages` ends with a user turn."""
+
+    id: str
+    messages: list[dict]
+    category: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ prompts
+
+
+def _prompt_from_record(rec, where: str, index: int) -> Prompt:
+    if isinstance(rec, str):
+        rec = {"prompt": rec}
+    if not isinstance(rec, dict):
+        raise ValueError(f"{where}: expected an object with prompt or messages, or a string, got {type(rec).__name__}")
+    if "messages" in rec:
+        messages = rec["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(f"{where}: messages: expected a non-empty list of {{role, content}}")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise ValueError(f"{where}: messages[{i}]: expected {{\"role\": {'|'.join(ROLES)}, \"content\": str}}")
+        if messages[-1]["role"] != "user":
+            raise ValueError(f"{where}: messages: the last turn must be the user's (the model writes the next one)")
+    elif isinstance(rec.get("prompt"), str) or isinstance(rec.get("instruction"), str):
+        text = rec.get("prompt", rec.get("instruction"))
+        if rec.get("input"):  # Alpaca-style records: the input follows the instruction, as kotune's templates do
+            text = f"{text}\n\n{rec['input']}"
+        messages = [{"role": "user", "content": text}]
+    else:
+        raise ValueError(f"{where}: expected a \"prompt\" (or \"instruction\") string or a \"messages\" list")
+    if not messages[-1]["content"].strip():
+        raise ValueError(f"{where}: the prompt is empty")
+    return Prompt(id=str(rec.get("id", index + 1)), messages=messages, category=rec.get("category"))
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    """Prompts from a file: .jsonl (one object per line: `prompt`, `instruction` [+ `input`] or `messages`;
+    optional `id`, `category`), .json (a list of such objects or of strings), anything else one prompt per line.
+
+    Raises:
+        ValueError: naming the file, line (or item) and field that is wrong.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8-sig")
+    prompts: list[Prompt] = []
+    if path.suffix == ".json":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: expected a JSON list of prompts")
+        prompts = [_prompt_from_record(r, f"{path}: item {i}", i) for i, r in enumerate(records)]
+    elif path.suffix == ".jsonl":
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
+            prompts.append(_prompt_from_record(rec, f"{path}:{lineno}", len(prompts)))
+    else:
+        prompts = [Prompt(id=str(i + 1), messages=[{"role": "user", "content": line.strip()}])
+                   for i, line in enumerate(ln for ln in text.splitlines() if ln.strip())]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts found")
+    ids = [p.id for p in prompts]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"{path}: prompt ids must be unique; repeated: {', '.join(dup[:5])}")
+    return prompts
+
+
+# ------------------------------------------------------------------------------------------ runner
+
+
+def run_checks(prompts: Sequence[Prompt], generate: GenerateFn, *, max_new_tokens: int, batch_size: int = 16,
+               rule: LoopRule = DEFAULT_LOOP_RULE, desc: str = "generate") -> tuple[list[dict], list[ReplyCheck]]:
+    """Generate a reply to every prompt, `batch_size` at a time, and check each.
+
+    Returns:
+        (rows, checks): one row per prompt ({id, category, messages, output, **checks}) and its ReplyCheck.
+    """
+    from tqdm.auto import tqdm
+
+    rows: list[dict] = []
+    checks: list[ReplyCheck] = []
+    with tqdm(total=len(prompts), desc=desc, unit="prompt") as bar:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            replies = generate([p.messages for p in chunk], max_new_tokens)
+            if len(replies) != len(chunk):
+                raise RuntimeError(f"generate returned {len(replies)} replies for {len(chunk)} prompts")
+            for p, (text, eos, n_tokens) in zip(chunk, replies):
+                check = check_reply(text, eos, n_tokens, rule)
+                checks.append(check)
+                rows.append({"id": p.id, "category": p.category, "messages": p.messages, "output": text,
+                             **check.to_dict()})
+            bar.update(len(chunk))
+    return rows, checks
+
+
+def engine_generate(engine, *, temperature: float = 0.0, seed: int = 0) -> GenerateFn:
+    """A GenerateFn over kotune's generation engine: chat template, batched decoding, stop at EOS.
+
+    No stop strings are set, so the engine's finish reason "stop" means the model emitted EOS; "length" means it
+    hit `max_new_tokens` (or the model's context).
+    """
+    from kotune.models.generate import SamplingParams
+
+    def generate(chats: list[list[dict]], max_new_tokens: int) -> list[tuple[str, bool, int]]:
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        outputs = engine.complete_many([engine.encode_chat(m) for m in chats], params)
+        replies = []
+        for out in outputs:
+            if out.finish_reason == "error":
+                raise RuntimeError(f"generation failed: {out.error}")
+            replies.append((out.text, out.finish_reason == "stop", out.completion_tokens))
+        return replies
+
+    return generate
+
+
+def evaluate_model(path: str, prompts: Sequence[Prompt], *, label: str, max_new_tokens: int, batch_size: int,
+                   temperature: float, device: str | None, dtype: str,
+                   trust_remote_code: bool = False) -> tuple[list[dict], list[ReplyCheck], str | None]:
+    """Load `path` into the engine, run the checks; returns rows, checks and the engine's template note."""
+    from kotune.models.generate import Engine
+
+    engine = Engine.load(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                         max_batch_size=batch_size)
+    try:
+        rows, checks = run_checks(prompts, engine_generate(engine, temperature=temperature),
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size, desc=label)
+    finally:
+        engine.close()
+    return rows, checks, engine.template_note
+
+
+def run(model: str, *, prompts: str | Path = DEFAULT_PROMPTS, max_new_tokens: int = 256, batch_size: int = 16,
+        temperature: float = 0.0, baselines: Sequence[str] = (), out: str | Path | None = None,
+        limit: int | None = None, device: str | None = None, dtype: str = "auto",
+        trust_remote_code: bool = False) -> dict:
+    """Generate for every prompt with `model` (and each baseline), check the replies, write the results and report.
+
+    Args:
+        model: model folder, hub id or LoRA adapter folder.
+        prompts: prompt file (default: the shipped 50 Korean prompts).
+        max_new_tokens: the token limit; a reply that reaches it did not stop.
+        batch_size: prompts decoded together.
+        temperature: 0 = greedy (default: the model's most likely reply, so runs repeat exactly).
+        baselines: more models run the same way and shown beside `model`.
+        out: output folder (default runs/eval/<model name>).
+        limit: use only the first `limit` prompts.
+
+    Returns:
+        The generation.json content: {"settings", "models": [{label, path, role, template_note, summary}]}.
+    """
+    from kotune.eval.report import generation_console_table, write_report
+
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("--max-new-tokens and --batch-size must be at least 1")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit: expected a positive number of prompts, got {limit}")
+    items = load_prompts(prompts)[:limit]
+    out = Path(out) if out else default_out_dir(model)
+    paths = [model, *baselines]
+    started = time.time()
+    all_rows: list[dict] = []
+    entries = []
+    for path, label, role in zip(paths, unique_labels(paths), ["model"] + ["baseline"] * len(baselines)):
+        rows, checks, note = evaluate_model(path, items, label=label, max_new_tokens=max_new_tokens,
+                                            batch_size=batch_size, temperature=temperature, device=device,
+                                            dtype=dtype, trust_remote_code=trust_remote_code)
+        all_rows.extend({"model": label, **row} for row in rows)
+        entries.append({"label": label, "path": str(path), "role": role, "template_note": note,
+                        "summary": summarize([r["output"] for r in rows], checks),
+                        "looping_ids": [r["id"] for r in rows if r["looping"]]})
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / GENERATIONS_JSONL).open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows)
+    data = {
+        "settings": {"prompts": str(prompts), "n_prompts": len(items), "max_new_tokens": max_new_tokens,
+                     "temperature": temperature, "batch_size": batch_size, "loop_rule": asdict(DEFAULT_LOOP_RULE),
+                     "seconds": round(time.time() - started, 1)},
+        "models": entries,
+    }
+    write_json(out / GENERATION_JSON, data)
+    print(generation_console_table(data))
+    report = write_report(out)
+    print(f"wrote {out / GENERATIONS_JSONL} and {report}")
+    return data
+
+
+def main(args: argparse.Namespace) -> int:
+    """`kotune eval generate` (see the CLI for the options)."""
+    run(args.model, prompts=args.prompts or DEFAULT_PROMPTS, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, temperature=args.temperature, baselines=args.baseline or (), out=args.out,
+        limit=args.limit, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    return 0

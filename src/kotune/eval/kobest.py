@@ -1,0 +1,292 @@
+"""KoBEST through lm-evaluation-harness, offline: `kotune eval kobest MODEL`.
+
+lm-eval is the engine (prompts, log-likelihood scoring, metrics); kotune supplies what it cannot get offline and
+what people want to see:
+- the task definitions in `kobest_tasks/`: lm-eval's own kobest YAMLs with two changes, local data (the KoBEST
+  v1.0 files shipped in data/kobest/, in the hub's fields) and an f1 entry that does not call the Hub;
+- any model kotune can load (model folder, hub id, LoRA adapter folder), handed to lm-eval's HFLM as an object;
+- a table per shot count: acc and macro-F1 per task (acc_norm for HellaSwag) and their average, next to
+  published reference numbers and to `--baseline` models, in report.md with a chart.
+
+A test (tests/e2e/test_eval_kobest.py) runs lm-eval's bundled kobest YAMLs on the same data and checks the
+numbers are equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kotune.eval.runs import (
+    KOBEST_JSON,
+    default_out_dir,
+    resolve_device,
+    resolve_dtype,
+    unique_labels,
+    write_json,
+)
+
+TASKS = ("boolq", "copa", "wic", "hellaswag", "sentineg")
+TASK_TITLES = {"boolq": "BoolQ", "copa": "COPA", "wic": "WiC", "hellaswag": "HellaSwag", "sentineg": "SentiNeg"}
+TASKS_DIR = Path(__file__).resolve().parent / "kobest_tasks"
+DATA_DIR = Path(__file__).resolve().parents[3] / "data" / "kobest" / "v1.0"
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Published KoBEST scores of a model, shown beside ours; `acc` holds acc_norm for HellaSwag."""
+
+    label: str
+    source: str
+    shots: int
+    f1: dict[str, float]
+    acc: dict[str, float] = field(default_factory=dict)
+
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference(
+        label="polyglot-ko-1.3b (published)",
+        source="EleutherAI/polyglot-ko-1.3b, 0-shot, lm-evaluation-harness (polyglot branch), KoBEST test splits; "
+        "results table posted in lm-evaluation-harness PR #1263 \"add Kobest\" "
+        "(https://github.com/EleutherAI/lm-evaluation-harness/pull/1263)",
+        shots=0,
+        f1={"boolq": 0.3549, "copa": 0.7114, "wic": 0.3273, "hellaswag": 0.4013, "sentineg": 0.6825},
+        acc={"boolq": 0.4979, "copa": 0.7120, "wic": 0.4865, "hellaswag": 0.5320, "sentineg": 0.6927},
+    ),
+    Reference(
+        label="42dot LLM-PLM-1.3B (published)",
+        source="42dot/42dot_LLM-PLM-1.3B model card, \"Zero-shot evaluations\", KoBEST macro-F1 "
+        "(https://huggingface.co/42dot/42dot_LLM-PLM-1.3B); no WiC score published",
+        shots=0,
+        f1={"boolq": 0.369, "copa": 0.704, "hellaswag": 0.431, "sentineg": 0.690},
+    ),
+)
+
+
+# ------------------------------------------------------------------------------------------ arguments
+
+
+def parse_tasks(spec: str | Sequence[str]) -> list[str]:
+    """`"boolq,copa"`, `"all"`, or a list; `kobest_` prefixes and case are forgiven. Raises ValueError."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [s.strip().lower().removeprefix("kobest_") for s in items if s.strip()]
+    if names == ["all"]:
+        return list(TASKS)
+    unknown = [n for n in names if n not in TASKS]
+    if unknown or not names:
+        raise ValueError(f"--tasks: unknown KoBEST task {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {','.join(TASKS)} (or all)")
+    return list(dict.fromkeys(names))
+
+
+def parse_shots(spec: str | Sequence[int]) -> list[int]:
+    """`"0,5,10"` or a list of non-negative ints. Raises ValueError."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    try:
+        shots = [int(s) for s in items if str(s).strip()]
+    except ValueError:
+        raise ValueError(f"--shots: expected comma-separated integers like 0,5,10, got {spec!r}") from None
+    if not shots or any(k < 0 for k in shots):
+        raise ValueError(f"--shots: expected non-negative integers like 0,5,10, got {spec!r}")
+    return list(dict.fromkeys(shots))
+
+
+def parse_batch_size(value: str | int) -> int | str:
+    """A positive int, or `auto` (lm-eval finds the largest batch that fits)."""
+    if str(value) == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"--batch-size: expected a positive integer or auto, got {value!r}")
+    return n
+
+
+# ------------------------------------------------------------------------------------------ lm-eval
+
+
+def load_task_yaml(path: Path) -> dict:
+    """A task YAML of kobest_tasks/ as lm-eval reads it: `!function utils.name` becomes that function of
+    kobest_tasks/utils.py (lm-eval resolves it relative to the YAML the same way)."""
+    import yaml
+
+    from kotune.eval.kobest_tasks import utils
+
+    def function(loader, node):
+        name = loader.construct_scalar(node)
+        module, _, attr = name.rpartition(".")
+        if module != "utils" or not callable(getattr(utils, attr, None)):
+            raise ValueError(f"{path}: !function {name}: kobest_tasks/utils.py has no function {attr!r}")
+        return getattr(utils, attr)
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", function)
+    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=Loader)
+
+
+def task_configs(tasks: Sequence[str], data_dir: str | Path = DATA_DIR) -> list[dict]:
+    """lm-eval task configs (dicts, functions resolved) for `tasks`, reading data from `data_dir/<task>/*.jsonl`.
+
+    The YAMLs in kobest_tasks/ name their files relative to the data folder; here they become absolute paths,
+    because `datasets` resolves relative ones against the working directory.
+    """
+    data_dir = Path(data_dir).resolve()
+    configs = []
+    for task in tasks:
+        cfg = load_task_yaml(TASKS_DIR / f"kobest_{task}.yaml")
+        files = {split: data_dir / rel for split, rel in cfg["dataset_kwargs"]["data_files"].items()}
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"KoBEST data missing: {', '.join(missing)}; point --data-dir at a folder with "
+                f"<task>/<split>.jsonl, or rebuild data/kobest with scripts/convert_kobest.py"
+            )
+        cfg["dataset_kwargs"] = {**cfg["dataset_kwargs"], "data_files": {s: str(p) for s, p in files.items()}}
+        configs.append(cfg)
+    return configs
+
+
+def evaluate_lm(lm, configs: list[dict], *, num_fewshot: int, limit: int | None, log_samples: bool = False) -> dict:
+    """One lm-eval run of `configs` with `lm` (an lm-eval LM, e.g. HFLM); returns lm-eval's results dict
+    (with every document's prompts and log-likelihoods under "samples" when `log_samples`).
+
+    `include_defaults=False`: only our task configs are loaded, so lm-eval does not index its thousands of
+    bundled task YAMLs (seconds per run) and no bundled task can shadow ours.
+    """
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    return simple_evaluate(model=lm, tasks=configs, num_fewshot=num_fewshot, limit=limit,
+                           task_manager=TaskManager(include_defaults=False), log_samples=log_samples)
+
+
+def scores_from_results(results: dict, tasks: Sequence[str], shots: int) -> list[dict]:
+    """One row per task: {task, shots, n, acc, acc_stderr, acc_norm, f1} from lm-eval's results dict."""
+    rows = []
+    for task in tasks:
+        name = f"kobest_{task}"
+        r = results["results"][name]
+        rows.append({
+            "task": task,
+            "shots": shots,
+            "n": results.get("n-samples", {}).get(name, {}).get("effective"),
+            "acc": r["acc,none"],
+            "acc_stderr": _number(r.get("acc_stderr,none")),
+            "acc_norm": r.get("acc_norm,none"),
+            "f1": r["f1,none"],
+        })
+    return rows
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) else None  # lm-eval writes "N/A" where it has no stderr
+
+
+def headline_acc(row: dict) -> float:
+    """The accuracy people quote for a task: acc_norm for HellaSwag (length-normalised), acc elsewhere."""
+    return row["acc_norm"] if row["task"] == "hellaswag" and row.get("acc_norm") is not None else row["acc"]
+
+
+# ------------------------------------------------------------------------------------------ command
+
+
+def evaluate_model(path: str, *, tasks: Sequence[str], shots: Sequence[int], configs: list[dict],
+                   limit: int | None, batch_size: int | str, device: str, dtype: str, out: Path, label: str,
+                   trust_remote_code: bool = False, progress=None) -> list[dict]:
+    """Load `path` (model, hub id or LoRA adapter) and run every shot count; writes lm-eval's raw results."""
+    from lm_eval.models.huggingface import HFLM
+
+    from kotune.models.load import load_model, load_tokenizer
+
+    model = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    rows: list[dict] = []
+    for k in shots:
+        if progress is not None:
+            progress.set_postfix_str(f"{label}, {k}-shot")
+        results = evaluate_lm(lm, configs, num_fewshot=k, limit=limit)
+        write_json(out / "lm_eval" / f"{label}_{k}shot.json", results)
+        rows.extend(scores_from_results(results, tasks, k))
+        if progress is not None:
+            progress.update()
+    del lm, model
+    gc.collect()
+    return rows
+
+
+def run(model: str, *, tasks: str | Sequence[str] = TASKS, shots: str | Sequence[int] = (0,), limit: int | None = None,
+        batch_size: int | str = 8, out: str | Path | None = None, baselines: Sequence[str] = (),
+        data_dir: str | Path = DATA_DIR, device: str | None = None, dtype: str = "auto",
+        trust_remote_code: bool = False) -> dict:
+    """Evaluate `model` (and each baseline) on KoBEST; write kobest.json, lm-eval's raw results and report.md.
+
+    Args:
+        model: model folder, hub id or LoRA adapter folder.
+        tasks: KoBEST tasks (`"boolq,copa"` or a list); all five by default.
+        shots: few-shot counts, each a separate run (`"0,5,10"`).
+        limit: evaluate only the first `limit` test documents per task (quick checks; not comparable to
+            published numbers).
+        batch_size: lm-eval batch size (or "auto").
+        out: output folder (default runs/eval/<model name>).
+        baselines: more models evaluated the same way and shown beside `model` (base vs SFT vs DPO).
+        data_dir: folder with <task>/{train,validation,test}.jsonl (default: the shipped KoBEST v1.0).
+        device / dtype: default cuda if available; bf16 on a GPU that supports it, else fp32.
+
+    Returns:
+        The kobest.json content: {"benchmark", "lm_eval_version", "settings", "models": [{label, path, role, scores}]}.
+    """
+    from importlib.metadata import version
+
+    from tqdm.auto import tqdm
+
+    from kotune.eval.report import kobest_console_table, write_report
+
+    tasks, shots = parse_tasks(tasks), parse_shots(shots)
+    batch_size = parse_batch_size(batch_size)
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit: expected a positive number of documents, got {limit}")
+    configs = task_configs(tasks, data_dir)  # fails on missing data before any model is loaded
+    out = Path(out) if out else default_out_dir(model)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    paths = [model, *baselines]
+    labels = unique_labels(paths)
+    started = time.time()
+    entries = []
+    with tqdm(total=len(paths) * len(shots), desc="KoBEST", unit="run") as bar:
+        for path, label, role in zip(paths, labels, ["model"] + ["baseline"] * len(baselines)):
+            rows = evaluate_model(path, tasks=tasks, shots=shots, configs=configs, limit=limit, batch_size=batch_size,
+                                  device=device, dtype=dtype, out=out, label=label,
+                                  trust_remote_code=trust_remote_code, progress=bar)
+            entries.append({"label": label, "path": str(path), "role": role, "scores": rows})
+    data = {
+        "benchmark": "KoBEST v1.0, test splits",
+        "lm_eval_version": version("lm_eval"),
+        "settings": {"tasks": tasks, "shots": shots, "limit": limit, "batch_size": batch_size,
+                     "data_dir": str(Path(data_dir).resolve()), "device": device, "dtype": dtype,
+                     "seconds": round(time.time() - started, 1)},
+        "models": entries,
+    }
+    write_json(out / KOBEST_JSON, data)
+    print(kobest_console_table(data))
+    report = write_report(out)
+    print(f"wrote {out / KOBEST_JSON} and {report}")
+    return data
+
+
+def main(args: argparse.Namespace) -> int:
+    """`kotune eval kobest` (see the CLI for the options)."""
+    run(args.model, tasks=args.tasks, shots=args.shots, limit=args.limit, batch_size=args.batch_size, out=args.out,
+        baselines=args.baseline or (), data_dir=args.data_dir or DATA_DIR, device=args.device, dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code)
+    return 0

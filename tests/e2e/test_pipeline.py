@@ -1,0 +1,55 @@
+"""The quickstart pipeline, trimmed (same stages, fewer steps), from a clean folder through the real CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kotune_test_paths import REPO
+
+pytestmark = pytest.mark.slow
+
+TRIM = ["pretrain.set.train.max_steps=8", "sft.set.train.max_steps=4", "dpo.set.train.max_steps=2",
+        "eval_kobest.limit=4", "eval_kobest.tasks=[boolq,copa]", "eval_generate.limit=2", "eval_generate.max_new_tokens=8"]
+
+
+def pipeline(run_dir, *extra):
+    cmd = [sys.executable, "-m", "kotune.cli", "pipeline", "recipes/quickstart.yaml", f"run_dir={run_dir}", *TRIM, *extra]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    return result
+
+
+def test_trimmed_quickstart_runs_every_stage_then_skips_them(tmp_path):
+    run_dir = tmp_path / "quick"
+    first = pipeline(run_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for path in ["check/check.txt", "tokenizer/tokenizer.json", "tokenizer/tokenizer_report.json", "pretrain/model.safetensors",
+                 "pretrain/eval.json", "sft/model.safetensors", "sft/data_report.json", "sft/loss.png",
+                 "dpo/dpo_report.json", "dpo/curves.png", "eval/kobest.json", "eval/generation.json",
+                 "eval/generations.jsonl", "report.md", "pipeline.json"]:
+        assert (run_dir / path).is_file(), path
+    manifest = json.loads((run_dir / "pipeline.json").read_text())
+    assert manifest["final_model"] == str(run_dir / "dpo")
+    assert [name for name, _ in manifest["models"]] == ["pretrain", "sft", "dpo"]
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    for section in ["## Data", "## Training", "## Evaluation", "## Configuration", "held-out perplexity",
+                    "trained fraction", "![sft curves](sft/loss.png)", "polyglot-ko-1.3b", "stop rate"]:
+        assert section in report, section
+    assert f"kotune chat {run_dir}" in first.stdout
+
+    second = pipeline(run_dir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("done earlier, skipped") == 7
+
+    forced = pipeline(run_dir, "--force", "eval_generate")
+    assert forced.returncode == 0 and forced.stdout.count("done earlier, skipped") == 6
+
+
+def test_a_failing_stage_is_named_and_earlier_outputs_kept(tmp_path):
+    run_dir = tmp_path / "broken"
+    result = pipeline(run_dir, "sft.set.data.files=[missing.json]")
+    assert result.returncode == 1
+    assert "stage sft failed" in result.stderr and "missing.json" in result.stderr
+    assert (run_dir / "pretrain" / "model.safetensors").is_file()
+    assert not (run_dir / ".stages" / "sft.json").exists()
