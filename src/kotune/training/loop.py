@@ -118,8 +118,8 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     accelerator.register_for_checkpointing(scheduler)
     # Collected after prepare: FSDP2 replaces parameters with sharded ones.
     params = [p for p in model.parameters() if p.requires_grad]
-    # Every process says it is there, so a launch that silently started one process is visible.
-    print(f"process {accelerator.process_index} of {world} ({accelerator.distributed_type.value})", flush=True)
+    if world > 1:  # every process says it is there (a launch that silently started one shows "1 process(es)" below)
+        print(f"process {accelerator.process_index} of {world} ({accelerator.distributed_type.value})", flush=True)
 
     start_step = 0
     found = latest_checkpoint(out / "checkpoints") if cfg.resume else None
