@@ -1,0 +1,120 @@
+"""`kotune dpo`: offline preference optimisation from the SFT model with TRL: DPO (any of its loss types), KTO,
+ORPO or SimPO.
+
+The reference is the SFT model itself. With `method: full` it is a frozen copy made here (TRL would otherwise
+reload it from `config._name_or_path`, which for a merged SFT adapter is the raw base model). With `method: lora`
+TRL computes it by disabling the adapter, which is exact because an SFT adapter is merged before the new one is
+added (`kotune.preference.models`). ORPO and SimPO use no reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from kotune.common.metrics import plot_curves
+from kotune.config import save_config
+from kotune.data.templates import install_template
+from kotune.models.load import load_tokenizer
+from kotune.preference import trl_backend as tb
+from kotune.preference.config import DPOConfig
+from kotune.preference.models import check_lora_start, load_policy, resolve_precision
+from kotune.preference.pairs import prepare_pairs
+
+CURVES = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "grad_norm"]
+
+
+def _peft_config(cfg: DPOConfig, model):
+    if cfg.method != "lora":
+        return None
+    from peft import LoraConfig
+
+    from kotune.models.lora import target_modules_for
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, task_type="CAUSAL_LM",
+                      target_modules=target_modules_for(model.config.model_type, cfg.lora.target_modules))
+
+
+def build_trainer(cfg: DPOConfig, model, tokenizer, data, out: Path, precision: str, callbacks: list):
+    """The TRL trainer for `cfg.algo`, fed kotune's token ids."""
+    peft_config = _peft_config(cfg, model)
+    # A frozen copy of the SFT model as the reference for full fine-tuning; LoRA: TRL disables the adapter.
+    ref = None
+    if cfg.algo in ("dpo", "kto") and cfg.method == "full":
+        ref = copy.deepcopy(model).eval().requires_grad_(False)
+    common = dict(processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+    if cfg.algo == "dpo":
+        from trl import DPOConfig as Args
+
+        args = tb.training_args(Args, cfg.train, out / "trainer", precision, beta=cfg.beta, loss_type=[cfg.loss_type],
+                                max_length=None)
+        return tb.pretokenized_dpo()(model=model, ref_model=ref, args=args, train_dataset=tb.pair_dataset(data.train),
+                                     eval_dataset=tb.pair_dataset(data.eval) if data.eval else None, **common)
+    if cfg.algo == "kto":
+        from trl import KTOConfig as Args
+
+        args = tb.training_args(Args, cfg.train, out / "trainer", precision, beta=cfg.beta, max_length=None)
+        return tb.pretokenized_kto()(model=model, ref_model=ref, args=args, train_dataset=tb.unpaired_dataset(data.train),
+                                     eval_dataset=tb.unpaired_dataset(data.eval) if data.eval else None, **common)
+    if cfg.algo == "orpo":
+        from trl.experimental.orpo import ORPOConfig as Args
+        from trl.experimental.orpo import ORPOTrainer as Trainer
+
+        extra = {"beta": cfg.beta}
+    else:  # simpo: CPO with the SimPO loss and no NLL term (TRL's documented SimPO set-up)
+        from trl.experimental.cpo import CPOConfig as Args
+        from trl.experimental.cpo import CPOTrainer as Trainer
+
+        extra = {"beta": cfg.beta, "loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": cfg.simpo_gamma}
+    args = tb.training_args(Args, cfg.train, out / "trainer", precision, **extra)
+    return tb.pretokenized_legacy(Trainer)(model=model, args=args, train_dataset=tb.legacy_pair_dataset(data.train),
+                                           eval_dataset=tb.legacy_pair_dataset(data.eval) if data.eval else None, **common)
+
+
+def run(cfg: DPOConfig, log=print) -> Path:
+    """Train and save; returns the output folder.
+
+    Outputs: the model (method full) or LoRA adapter (method lora) with the tokenizer and its chat_template,
+    dpo_report.json (pair counts, skipped pairs per reason, first/last logged metrics, held-out metrics),
+    metrics.jsonl, curves.png and config.yaml.
+    """
+    import torch
+
+    check_lora_start(cfg.model, cfg.method)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    precision = resolve_precision(cfg.train.precision)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    template = install_template(tokenizer, cfg.data.template)
+    log(f"template: {template}")
+    data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
+
+    torch.manual_seed(cfg.train.seed)
+    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    metrics = tb.metrics_callback(out / "metrics.jsonl")
+    trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics])
+    log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "
+        f"method {cfg.method}, {precision}")
+    trainer.train()
+    heldout = trainer.evaluate() if data.eval else None  # TRL's metrics on the held-out pairs, prefixed eval_
+    if not trainer.is_world_process_zero():
+        return out
+    tb.remove_if_empty(out / "trainer")
+
+    trainer.model.save_pretrained(out, safe_serialization=True)  # a PeftModel saves just the adapter
+    tokenizer.save_pretrained(out)
+    rows = metrics.rows
+    report = {"algo": cfg.algo, "loss_type": cfg.loss_type, "template": template, "data": data.report,
+              "first_log": rows[0] if rows else None, "last_log": rows[-1] if rows else None, "heldout": heldout}
+    (out / "dpo_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+    plot_curves(out / "metrics.jsonl", out / "curves.png", CURVES, title=f"{cfg.algo} from {cfg.model}")
+    if rows and "rewards/margins" in rows[-1]:
+        log(f"chosen-rejected margin: {rows[0]['rewards/margins']:.4f} at step {rows[0]['step']} -> "
+            f"{rows[-1]['rewards/margins']:.4f} at step {rows[-1]['step']}")
+    if heldout and "eval_rewards/accuracies" in heldout:
+        log(f"held-out pairs: reward accuracy {heldout['eval_rewards/accuracies']:.3f}, margin "
+            f"{heldout.get('eval_rewards/margins', float('nan')):.4f}")
+    log(f"saved {'LoRA adapter' if cfg.method == 'lora' else 'model'} + tokenizer to {out}")
+    return out

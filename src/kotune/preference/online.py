@@ -1,0 +1,127 @@
+"""`kotune ppo` with `algo: rloo | grpo`: TRL's online trainers, scored by the trained reward model.
+
+The reward model is loaded and checked exactly as for our PPO (probe batch against the saved model) and wrapped
+as a TRL reward function that tokenizes prompts as the reward model was trained (`scoring.RewardModelFunction`).
+Neither algorithm has a critic: the advantage of a completion is its reward against the other completions of the
+same prompt (RLOO: leave-one-out mean; GRPO: group mean and std). The seed's failure therefore shows up as every
+completion of every prompt getting the same reward; the callback below stops the run if the first step says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kotune.common.metrics import plot_curves
+from kotune.config import save_config
+from kotune.data.templates import install_template
+from kotune.models.load import is_adapter, load_tokenizer
+from kotune.preference.models import check_lora_start, load_policy, resolve_precision, trl_precision_args
+from kotune.preference.pairs import prepare_prompts
+from kotune.preference.ppo_math import PPOSetupError
+from kotune.preference.scoring import RewardModelFunction, check_reward_model, load_reward_model
+from kotune.preference.trl_backend import metrics_callback, remove_if_empty
+
+CURVES = ["reward", "reward_std", "kl", "loss", "grad_norm", "completions/mean_length"]
+
+
+def _first_step_guard():
+    from transformers import TrainerCallback
+
+    class FirstStepGuard(TrainerCallback):
+        """At the first logged step: the completions of each prompt must not all get the same reward (TRL logs the
+        fraction of prompts where they do as `frac_reward_zero_std`); if they do everywhere, every advantage is 0."""
+
+        def __init__(self) -> None:
+            self.done = False
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.done or not logs or "frac_reward_zero_std" not in logs:
+                return
+            self.done = True
+            if logs["frac_reward_zero_std"] == 1.0:
+                raise PPOSetupError(
+                    "at the first step every completion of every prompt got the same reward as the other completions "
+                    "of its prompt, so every advantage is 0 and the policy gradient is 0: the reward model does not "
+                    "tell replies apart (untrained or constant head), or the completions are all identical."
+                )
+
+    return FirstStepGuard()
+
+
+def _trainer(cfg, model, tokenizer, reward_fn, dataset, out: Path, precision: str, callbacks: list):
+    from peft import LoraConfig
+
+    from kotune.models.lora import target_modules_for
+
+    if cfg.algo == "rloo":
+        from trl import RLOOConfig as Args
+        from trl import RLOOTrainer as Trainer
+    else:
+        from trl import GRPOConfig as Args
+        from trl import GRPOTrainer as Trainer
+    g, p = cfg.generation, cfg.ppo
+    args = Args(
+        output_dir=str(out / "trainer"), per_device_train_batch_size=p.rollout_batch_size,
+        num_generations=p.num_generations, max_completion_length=g.max_new_tokens, temperature=g.temperature,
+        top_k=g.top_k, top_p=g.top_p, beta=p.kl_coef, num_iterations=p.ppo_epochs, epsilon=p.cliprange,
+        learning_rate=cfg.train.actor_learning_rate, weight_decay=cfg.train.weight_decay, max_steps=cfg.train.steps,
+        max_grad_norm=cfg.train.max_grad_norm, seed=cfg.train.seed, logging_steps=cfg.train.log_every,
+        activation_checkpointing=False, save_strategy="no", report_to="none", **trl_precision_args(precision),
+    )
+    peft_config = None
+    if cfg.method == "lora":
+        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                 task_type="CAUSAL_LM",
+                                 target_modules=target_modules_for(model.config.model_type, cfg.lora.target_modules))
+    return Trainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset, processing_class=tokenizer,
+                   callbacks=callbacks, peft_config=peft_config)
+
+
+def run_online(cfg, log=print) -> Path:
+    """RLOO or GRPO; same outputs as PPO (without critic/)."""
+    import torch
+    from datasets import Dataset
+
+    check_lora_start(cfg.model, cfg.method)
+    if cfg.ppo.rollout_batch_size % cfg.ppo.num_generations:
+        raise ValueError(f"ppo.rollout_batch_size ({cfg.ppo.rollout_batch_size}) must be a multiple of "
+                         f"ppo.num_generations ({cfg.ppo.num_generations}) for algo {cfg.algo}")
+    if cfg.method == "full" and cfg.ppo.kl_coef > 0 and is_adapter(cfg.model):
+        # TRL reloads the reference from the model's config path, which for a merged adapter is the raw base.
+        raise ValueError(f"algo {cfg.algo} with method full reloads its KL reference from the model path, and {cfg.model} "
+                         "is a LoRA adapter: merge it first (`kotune lora merge`) and point model at the merged folder")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    precision = resolve_precision(cfg.train.precision)
+    torch.manual_seed(cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    template = install_template(tokenizer, cfg.data.template)
+    prompts, data_report = prepare_prompts(cfg.data, tokenizer, log)
+
+    reward = load_reward_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code)
+    if torch.cuda.is_available():
+        reward.to("cuda")
+    check = check_reward_model(reward, cfg.reward_model, trust_remote_code=cfg.trust_remote_code,
+                               extra_sequences=[ids for _, ids in prompts[:2]])
+    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    dataset = Dataset.from_list([{"prompt": [m.as_dict() for m in msgs]} for msgs, _ in prompts])
+    metrics = metrics_callback(out / "metrics.jsonl")
+    trainer = _trainer(cfg, model, tokenizer, RewardModelFunction(reward, tokenizer), dataset, out, precision,
+                       [metrics, _first_step_guard()])
+    log(f"{cfg.algo}: {cfg.train.steps} steps, {cfg.ppo.rollout_batch_size} completions per step "
+        f"({cfg.ppo.num_generations} per prompt), method {cfg.method}, {precision}")
+    trainer.train()
+    if not trainer.is_world_process_zero():
+        return out
+    remove_if_empty(out / "trainer")
+    trainer.model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    rows = metrics.rows
+    report = {"algo": cfg.algo, "template": template, "data": data_report, "reward_model_check": check,
+              "first_step": rows[0] if rows else None, "last_step": rows[-1] if rows else None}
+    (out / "ppo_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+    plot_curves(out / "metrics.jsonl", out / "curves.png", CURVES, title=f"{cfg.algo} from {cfg.model}")
+    log(f"saved {'LoRA adapter' if cfg.method == 'lora' else 'model'} + tokenizer to {out}")
+    return out

@@ -1,0 +1,132 @@
+"""`kotune reward`: a reward model from the SFT model, trained on preference pairs with TRL's RewardTrainer.
+
+The model is `AutoModelForSequenceClassification(num_labels=1)` on the SFT weights: the standard form that
+transformers, TRL and our PPO all load with the head included. After training, the backbone and the head are
+saved together, a reload is scored against the in-memory model on a held-out probe batch (an error if they
+differ: the seed's reward head was never saved), and the probe's scores are saved with the model so PPO can
+check the reward model it uses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from kotune.common.metrics import plot_curves
+from kotune.config import save_config
+from kotune.data.templates import install_template
+from kotune.models.load import load_tokenizer
+from kotune.preference.config import RewardConfig
+from kotune.preference.models import head_names, load_scalar_model, resolve_precision
+from kotune.preference.pairs import prepare_pairs
+from kotune.preference.scoring import (
+    PROBE_FILE,
+    RewardModelError,
+    load_reward_model,
+    pairwise_accuracy,
+    score_sequences,
+    write_probe,
+)
+from kotune.preference.trl_backend import metrics_callback, remove_if_empty, reward_dataset, training_args
+
+CURVES = ["loss", "accuracy", "margin", "mean_reward", "grad_norm", "learning_rate"]
+
+
+def _lora_config(cfg: RewardConfig, model):
+    from peft import LoraConfig
+
+    from kotune.models.lora import target_modules_for
+
+    return LoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, task_type="SEQ_CLS",
+        target_modules=target_modules_for(model.config.model_type, cfg.lora.target_modules),
+        modules_to_save=["score"],  # the head is new: it must be trained in full and saved
+    )
+
+
+def _probe_sequences(pairs, size: int) -> list[list[int]]:
+    seqs = []
+    for p in pairs:
+        seqs += [p.chosen_sequence, p.rejected_sequence]
+    return seqs[:size]
+
+
+def run(cfg: RewardConfig, log=print) -> Path:
+    """Train, evaluate on held-out pairs, save, and verify the saved reward model; returns the output folder.
+
+    Outputs: model.safetensors + config.json (backbone and head), tokenizer with the SFT chat_template,
+    reward_probe.json, reward_report.json (pair counts, skipped pairs per reason, held-out accuracy before and
+    after), metrics.jsonl, curves.png and config.yaml.
+    """
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    precision = resolve_precision(cfg.train.precision)
+
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    template = install_template(tokenizer, cfg.data.template)
+    log(f"template: {template}")
+    data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
+
+    torch.manual_seed(cfg.train.seed)  # the new head's initialisation
+    model, missing = load_scalar_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    log(f"reward head: new ({', '.join(missing)})" if missing else "reward head: continuing from the checkpoint's head")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    probe_pairs = data.eval or data.train
+    before = pairwise_accuracy(model.to(device), data.eval, tokenizer.pad_token_id)
+
+    args = training_args(TRLRewardConfig, cfg.train, out / "trainer", precision, max_length=None,
+                         center_rewards_coefficient=cfg.center_rewards_coefficient, disable_dropout=True)
+    metrics = metrics_callback(out / "metrics.jsonl")
+    trainer = RewardTrainer(
+        model=model, args=args, train_dataset=reward_dataset(data.train), processing_class=tokenizer,
+        callbacks=[metrics], peft_config=_lora_config(cfg, model) if cfg.method == "lora" else None,
+    )
+    log(f"training reward model: {len(data.train):,} pairs, method {cfg.method}, {precision}")
+    trainer.train()
+    if not trainer.is_world_process_zero():
+        return out
+    remove_if_empty(out / "trainer")
+
+    model = trainer.model
+    if cfg.method == "lora":
+        model = model.merge_and_unload()  # one plain model: backbone and head load together, no PEFT needed
+    model = model.float().eval()
+    after = pairwise_accuracy(model, data.eval, tokenizer.pad_token_id)
+    probe = _probe_sequences(probe_pairs, cfg.probe_size)
+    probe_scores = score_sequences(model, probe, tokenizer.pad_token_id)
+
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    write_probe(out / PROBE_FILE, probe, probe_scores)
+    reload_diff = _verify_saved(out, probe, probe_scores, cfg.trust_remote_code, device)
+
+    report = {
+        "template": template, "data": data.report, "head": head_names(model),
+        "heldout_before": before, "heldout_after": after, "reload_max_score_diff": reload_diff,
+        "train_log": metrics.rows[-1] if metrics.rows else None,
+    }
+    (out / "reward_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+    plot_curves(out / "metrics.jsonl", out / "curves.png", CURVES, title=f"reward model from {cfg.model}")
+    if after["accuracy"] is not None:
+        log(f"held-out pairwise accuracy: {before['accuracy']:.3f} before -> {after['accuracy']:.3f} after "
+            f"({after['pairs']} pairs, margin {after['margin']:.3f})")
+    log(f"saved reward model (backbone + head) to {out}; reload scores match (max diff {reload_diff:.2g})")
+    return out
+
+
+def _verify_saved(out: Path, probe: list[list[int]], expected, trust_remote_code: bool, device) -> float:
+    """Load the saved folder alone and score the probe: the trained head must have been saved with the backbone."""
+    reloaded = load_reward_model(str(out), trust_remote_code=trust_remote_code, device=device)
+    got = score_sequences(reloaded, probe, reloaded.config.pad_token_id)
+    diff = float((got - expected).abs().max())
+    if diff > 1e-5 * max(1.0, float(expected.abs().max())):
+        raise RewardModelError(f"the reward model saved to {out} scores the probe differently after reloading (max "
+                               f"difference {diff:.4g}); the saved weights are not the trained ones")
+    return diff

@@ -1,0 +1,75 @@
+"""DPO from a tiny SFT model: the loss falls and the chosen-rejected margin grows; with LoRA the reference is the SFT
+model; KTO, ORPO and SimPO run through TRL on the same token ids."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from kotune.common.metrics import read_metrics
+from kotune.config import load_config
+from kotune.preference.config import DPOConfig
+from kotune.preference.dpo import run
+
+
+def dpo_config(model, data, out, *overrides):
+    return load_config(DPOConfig, None, [
+        f"model={model}", f"output_dir={out}", f"data.files=[{data}]", "data.skip_invalid=true", "data.max_length=96",
+        "data.eval_fraction=0", "train.global_batch_size=8", "train.micro_batch_size=8", "train.warmup_ratio=0",
+        "train.lr_scheduler=constant", *overrides,
+    ])
+
+
+def test_dpo_loss_falls_and_margin_grows(sft_neox, toy_pairs, tmp_path):
+    out = run(dpo_config(sft_neox, toy_pairs, tmp_path / "dpo", "train.max_steps=8", "train.learning_rate=1e-3",
+                         "data.eval_fraction=0.25"), log=lambda *_: None)
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]  # training rows; eval rows hold eval_*
+    assert len(rows) == 8
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the first step
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"] + 0.5
+    report = json.loads((out / "dpo_report.json").read_text())
+    assert report["data"]["skipped_records_per_kind"] == {"empty": 1, "identical_pair": 1}
+    assert report["heldout"]["eval_rewards/margins"] > 0  # prompts it never trained on
+    assert (out / "curves.png").is_file()
+    AutoModelForCausalLM.from_pretrained(out)  # a plain transformers model
+
+
+def test_dpo_lora_reference_is_the_sft_model(sft_neox, toy_pairs, tmp_path):
+    from peft import PeftModel
+
+    out = run(dpo_config(sft_neox, toy_pairs, tmp_path / "dpo_lora", "method=lora", "lora.r=4", "train.max_steps=3",
+                         "train.learning_rate=5e-3"), log=lambda *_: None)
+    rows = read_metrics(out / "metrics.jsonl")
+    assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"]
+    sft = AutoModelForCausalLM.from_pretrained(sft_neox)
+    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sft_neox), out)
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    with torch.no_grad():
+        with policy.disable_adapter():
+            reference = policy(ids).logits
+        trained = policy(ids).logits
+        expected = sft(ids).logits
+    assert torch.allclose(reference, expected, atol=1e-5)  # the frozen reference DPO compared against
+    assert not torch.allclose(trained, expected, atol=1e-4)  # and the adapter learned something
+
+
+@pytest.mark.parametrize("algo", ["kto", "orpo", "simpo"])
+def test_other_trl_preference_losses_train(sft_neox, toy_pairs, tmp_path, algo):
+    out = run(dpo_config(sft_neox, toy_pairs, tmp_path / algo, f"algo={algo}", "train.max_steps=2",
+                         "train.learning_rate=1e-3", "data.eval_fraction=0.25"), log=lambda *_: None)
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert len(rows) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    heldout = json.loads((out / "dpo_report.json").read_text())["heldout"]
+    assert torch.isfinite(torch.tensor(heldout["eval_loss"]))
+    sft = AutoModelForCausalLM.from_pretrained(sft_neox)
+    trained = AutoModelForCausalLM.from_pretrained(out)
+    assert any(not torch.equal(a, b) for a, b in zip(sft.parameters(), trained.parameters()))
+
+
+def test_loss_variants_only_for_dpo():
+    with pytest.raises(ValueError, match="loss_type: only algo dpo"):
+        load_config(DPOConfig, None, ["model=m", "output_dir=o", "data.files=[x]", "algo=orpo", "loss_type=ipo"])
+    with pytest.raises(ValueError, match="loss_type: unknown 'sigmoidd'"):
+        load_config(DPOConfig, None, ["model=m", "output_dir=o", "data.files=[x]", "loss_type=sigmoidd"])
