@@ -64,8 +64,7 @@ def test_every_recipe_is_valid(recipe):
     assert first.startswith("# ") and "kotune " in first, f"{recipe}: first line must be the command"
     command = first.split("kotune ")[-1].split()
     stage = command[0]
-    if stage not in RECIPE_STAGES:
-        pytest.skip(f"{recipe} is for `kotune {stage}`, which has no recipe config")
+    assert stage in RECIPE_STAGES, f"{recipe} is for `kotune {stage}`, which is not a recipe stage"
     cfg = load_config(_import(RECIPE_STAGES[stage][1]), str(recipe))
     data = getattr(cfg, "data", None)
     for f in getattr(data, "files", []):
@@ -75,3 +74,12 @@ def test_every_recipe_is_valid(recipe):
         else:
             assert "download" in recipe.read_text(encoding="utf-8").lower(), f"{recipe}: say where {f} comes from"
     assert yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    if stage == "pipeline":
+        from kotune.pipeline.run import _stage_config
+
+        for name in cfg.stages():
+            spec = getattr(cfg, name)
+            if getattr(spec, "recipe", None):
+                assert (REPO / spec.recipe).is_file(), f"{recipe}: {spec.recipe} does not exist"
+                wiring = {"model": "m", "output_dir": "o", "reward_model": "r"} if name != "selfinstruct" else {"output": "o"}
+                _stage_config(name, spec, {k: v for k, v in wiring.items() if not (name != "ppo" and k == "reward_model")})
