@@ -1,8 +1,7 @@
 """Recipes of the chat-tuning stages (`kotune reward`, `kotune dpo`, `kotune ppo`): one dataclass per section.
 
-The sections shared with SFT (`LoraConfig`, the optimiser fields) are restated here rather than imported from
-`kotune.sft`, because stages may not import each other (STYLE.md); they are small and can move to a common
-module once a third stage needs them.
+`LoraConfig` is shared with SFT through `kotune.training.config`. The optimiser sections differ per stage (TRL
+trainers and PPO take other fields than kotune's own loop), so each stage states its own.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import Literal
 from kotune.config import opt
 from kotune.data.formats import FORMATS
 from kotune.data.templates import TEMPLATE_NAMES
+from kotune.training.config import LoraConfig
 
 # DPOTrainer's loss types in TRL 1.16 (trl/trainer/dpo_trainer.py, `_compute_loss`).
 DPO_LOSS_TYPES = (
@@ -48,14 +48,6 @@ class PairDataConfig:
         _check_data(self.format, self.template, self.max_length)
         if not 0 <= self.eval_fraction < 1:
             raise ValueError("eval_fraction: must be in [0, 1)")
-
-
-@dataclass
-class LoraConfig:
-    r: int = opt(8, "LoRA rank")
-    alpha: int = opt(16, "LoRA alpha (scale = alpha / r)")
-    dropout: float = opt(0.05, "dropout on the LoRA input")
-    target_modules: list[str] | None = opt(None, "modules to adapt; unset: query_key_value (GPT-NeoX), q/k/v/o_proj (LLaMA)")
 
 
 @dataclass

@@ -12,13 +12,7 @@ from __future__ import annotations
 import torch
 
 from kotune.models.load import DTYPES, adapter_base, is_adapter, load_model
-
-
-def resolve_precision(precision: str) -> str:
-    """`auto`: bf16 on a GPU that supports it, else fp32 (CPU). Same rule as `kotune sft`."""
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+from kotune.training.config import resolve_precision  # noqa: F401  (re-exported for the stages)
 
 
 def trl_precision_args(precision: str) -> dict:

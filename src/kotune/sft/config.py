@@ -8,7 +8,7 @@ from typing import Literal
 from kotune.config import opt
 from kotune.data.formats import FORMATS
 from kotune.data.templates import TEMPLATE_NAMES
-from kotune.training.config import TrainConfig
+from kotune.training.config import LoraConfig, TrainConfig
 
 
 @dataclass
@@ -26,14 +26,6 @@ class DataConfig:
             raise ValueError(f"template: unknown {self.template!r}; known: {', '.join(TEMPLATE_NAMES)}")
         if self.max_length < 8:
             raise ValueError("max_length: must be at least 8")
-
-
-@dataclass
-class LoraConfig:
-    r: int = opt(8, "LoRA rank")
-    alpha: int = opt(16, "LoRA alpha (scale = alpha / r)")
-    dropout: float = opt(0.05, "dropout on the LoRA input")
-    target_modules: list[str] | None = opt(None, "modules to adapt; unset: query_key_value (GPT-NeoX), q/k/v/o_proj (LLaMA)")
 
 
 @dataclass

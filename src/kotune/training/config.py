@@ -1,4 +1,4 @@
-"""Optimisation settings shared by every training stage (SFT, pre-training)."""
+"""Settings shared by the training stages (SFT, pre-training, reward, DPO, PPO): LoRA and optimisation."""
 
 from __future__ import annotations
 
@@ -6,6 +6,23 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kotune.config import opt
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto`: bf16 on a GPU that supports it, else fp32 (CPUs are slow and inexact in half precision)."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+@dataclass
+class LoraConfig:
+    r: int = opt(8, "LoRA rank")
+    alpha: int = opt(16, "LoRA alpha (scale = alpha / r)")
+    dropout: float = opt(0.05, "dropout on the LoRA input")
+    target_modules: list[str] | None = opt(None, "modules to adapt; unset: query_key_value (GPT-NeoX), q/k/v/o_proj (LLaMA)")
 
 
 @dataclass

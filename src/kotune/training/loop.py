@@ -23,7 +23,7 @@ from kotune.common.checkpoint import begin_checkpoint, latest_checkpoint, publis
 from kotune.common.losses import IGNORE_INDEX, causal_lm_loss_sum, next_token_targets
 from kotune.common.metrics import MetricsLog, plot_curves
 from kotune.data.batching import BatchPlan, split_for_rank
-from kotune.training.config import TrainConfig
+from kotune.training.config import TrainConfig, resolve_precision
 
 
 class TokenData(Protocol):
@@ -38,17 +38,11 @@ class TokenData(Protocol):
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]: ...
 
 
-def resolve_precision(cfg: TrainConfig) -> str:
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-
-
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    precision = resolve_precision(cfg)
+    precision = resolve_precision(cfg.precision)
     # On a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with cpu=True.
     accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
@@ -129,7 +123,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
         log(f"resumed from {found[0]} (step {start_step})")
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if found else None) if is_main else None
     log(f"training: {plan.total_steps} steps, {len(data):,} examples, global batch {cfg.global_batch_size}, "
-        f"{world} process(es), {resolve_precision(cfg)}")
+        f"{world} process(es), {resolve_precision(cfg.precision)}")
 
     select_logits = _accepts_logits_to_keep(accelerator.unwrap_model(model))
     model.train()
