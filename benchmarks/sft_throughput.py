@@ -1,7 +1,8 @@
 """SFT throughput: kotune against TRL's SFTTrainer at its defaults and against a plain PyTorch loop.
 
-    .venv/bin/python benchmarks/sft_throughput.py            # ~4 min on 2 CPU cores
-    .venv/bin/python benchmarks/sft_throughput.py --quick    # smoke test, ~1 min
+    .venv/bin/python benchmarks/sft_throughput.py                # ~3 min (1 torch thread per method)
+    .venv/bin/python benchmarks/sft_throughput.py --threads 0    # torch's default: one thread per core
+    .venv/bin/python benchmarks/sft_throughput.py --quick        # smoke test, ~1 min
 
 The same job three ways: one tiny GPT-NeoX model built once (random weights, saved, loaded by every method),
 the first `--examples` records of the shipped KoAlpaca v1.0 sample with the `koalpaca` template, max_length
@@ -18,11 +19,18 @@ method trains on the reply + EOS tokens alone, and counts those ("supervised tok
   rendered with the same template, so it trains on completions only.
 
 Each method runs in its own process (accelerate keeps process-wide state; a fresh process gives every method
-the same start), in turn: kotune, plain loop, TRL, then kotune, plain loop again for `--rounds` rounds (TRL only
-in the first `--trl-rounds`: it is so much slower that its noise cannot change a verdict), and the best run of
-each method is kept: on a shared machine the best run is the one least disturbed. Only training steps are timed, from the end of step 1 to the
-end of the last step (model load, tokenization, step 1's warm-up and the final save are left out), the same
-way for all three. Every file goes under `--workdir` (a fresh folder under /tmp by default).
+the same start), in turn: kotune, plain loop, TRL, then kotune and plain loop again, for `--rounds` rounds (TRL
+only in the first `--trl-rounds`: it is several times slower, so its noise cannot flip its verdict). Only
+training steps are timed, from the end of step 1 to the end of the last step (model load, tokenization, step 1's
+warm-up and the final save are left out), the same way for all three. A method run several times sees the same
+steps each time, so each step counts with its fastest run: on a shared machine that is the least disturbed one.
+kotune is compared with as many of its own runs as the peer had. Every file goes under `--workdir` (a fresh
+folder under /tmp by default).
+
+Every method gets one torch thread by default. On a machine other programs share, torch's default of one thread
+per core is fragile: every parallel region waits for the thread another program has pushed off its core, and a
+step can take 30 times longer; measured on this project's 2-core machine, kotune / plain loop of single runs
+spread from 0.4x to 24x with 2 threads and from 1.46x to 1.60x with 1.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -122,16 +131,30 @@ def tokenizer_and_examples(job: Job):
 
 
 def run_kotune(job: Job, workdir: Path) -> dict:
+    import tqdm.auto
+
     from kotune.common.metrics import read_metrics
     from kotune.sft.train import run
 
+    cpu = []
+
+    class StepClock(tqdm.auto.tqdm):
+        """run() advances its progress bar once per optimizer step: note the process CPU time there."""
+
+        def update(self, n=1):
+            cpu.append(time.process_time())
+            return super().update(n)
+
+    tqdm.auto.tqdm = StepClock  # run() imports it when called
     out = run(kotune_config(job, workdir / "kotune-out"), log=lambda *_: None)
     rows = read_metrics(out / "metrics.jsonl")
     return {
         "step_end_s": [r["elapsed_s"] for r in rows],
+        "step_end_cpu_s": cpu,
         "step_tokens": [r["trained_tokens"] for r in rows],
         "losses": [r["loss"] for r in rows],
-        "notes": ["kotune.sft.train.run: padded, length-sorted micro-batches, fp32, accelerate on CPU"],
+        "notes": [("kotune: `kotune.sft.train.run` with its defaults beyond the job (padded micro-batches sorted by "
+                   "length, LM head only at positions that predict a trained token, accelerate on CPU), fp32")],
     }
 
 
@@ -152,7 +175,7 @@ def run_plain(job: Job, workdir: Path) -> dict:
     plan = BatchPlan(len(examples), job.global_batch, job.micro_batch, job.seed, 1.0, job.steps)
     pad = tokenizer.pad_token_id
 
-    ends, tokens, losses = [], [], []
+    ends, cpu, tokens, losses = [], [], [], []
     for step in range(job.steps):
         indices = plan.step_examples(step)
         n_trained = sum(examples[i].num_trained for i in indices)
@@ -171,9 +194,10 @@ def run_plain(job: Job, workdir: Path) -> dict:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         ends.append(time.perf_counter())
+        cpu.append(time.process_time())
         tokens.append(n_trained)
         losses.append(step_loss)
-    return {"step_end_s": ends, "step_tokens": tokens, "losses": losses,
+    return {"step_end_s": ends, "step_end_cpu_s": cpu, "step_tokens": tokens, "losses": losses,
             "notes": ["plain PyTorch: pad_sequence to the longest of each random micro-batch, HF loss, fp32"]}
 
 
@@ -193,12 +217,12 @@ def trl_settings(job: Job, output_dir: Path) -> tuple[dict, list[str]]:
     """The SFTConfig arguments that make TRL run the same job; everything else stays at TRL's defaults."""
     import torch
 
-    settings = dict(
-        output_dir=str(output_dir), max_steps=job.steps, per_device_train_batch_size=job.micro_batch,
-        gradient_accumulation_steps=job.accumulation, learning_rate=job.learning_rate,
-        lr_scheduler_type=job.lr_scheduler, max_grad_norm=job.max_grad_norm, seed=job.seed,
-        max_length=job.max_length, logging_steps=1, save_strategy="no", report_to="none",
-    )
+    settings = {
+        "output_dir": str(output_dir), "max_steps": job.steps, "per_device_train_batch_size": job.micro_batch,
+        "gradient_accumulation_steps": job.accumulation, "learning_rate": job.learning_rate,
+        "lr_scheduler_type": job.lr_scheduler, "max_grad_norm": job.max_grad_norm, "seed": job.seed,
+        "max_length": job.max_length, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+    }
     changed = []
     if not torch.cuda.is_available():
         # transformers refuses bf16 without a GPU unless use_cpu is set ("Your setup doesn't support bf16/gpu");
@@ -230,11 +254,12 @@ def run_trl(job: Job, workdir: Path) -> dict:
     tokenizer, examples = tokenizer_and_examples(job)
     settings, changed = trl_settings(job, workdir / "trl-out")
     model = AutoModelForCausalLM.from_pretrained(job.model)  # fp32, the same weights every method starts from
-    ends, losses = [], []
+    ends, cpu, losses = [], [], []
 
     class Timer(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             ends.append(time.perf_counter())
+            cpu.append(time.process_time())
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -254,7 +279,7 @@ def run_trl(job: Job, workdir: Path) -> dict:
     defaults = (f"bf16={config.bf16}, gradient_checkpointing={config.gradient_checkpointing}, optim={config.optim}, "
                 f"padding_free={config.padding_free}, packing={config.packing}, "
                 f"completion_only_loss={trainer.completion_only_loss}")
-    return {"step_end_s": ends, "step_tokens": tokens, "losses": losses,
+    return {"step_end_s": ends, "step_end_cpu_s": cpu, "step_tokens": tokens, "losses": losses,
             "notes": [f"TRL set: {', '.join(f'{k}={v!r}' for k, v in settings.items() if k != 'output_dir')}",
                       f"TRL defaults kept: {defaults}", *(f"TRL changed to run: {c}" for c in changed),
                       f"TRL completion tokens equal kotune's trained tokens for {same}/{len(examples)} examples"]}
@@ -266,54 +291,63 @@ WORKERS = {"kotune": run_kotune, "plain": run_plain, "trl": run_trl}
 # --------------------------------------------------------------------------------------------- report
 
 
-@dataclass
-class Result:
-    method: str
-    tokens_per_s: float
-    median_step_tokens_per_s: float
-    losses: list[float]
-    notes: list[str]
+CLOCK = {"wall": "step_end_s", "cpu": "step_end_cpu_s"}
 
-    @classmethod
-    def from_run(cls, method: str, run: dict) -> "Result":
-        ends, tokens = run["step_end_s"], run["step_tokens"]
-        if len(ends) < 2:
-            raise ValueError(f"{method}: need at least 2 steps to time, got {len(ends)}")
-        # Step 1 is warm-up (allocator, first-call dispatch): time steps 2..N for every method alike.
-        rates = sorted(n / (b - a) for n, a, b in zip(tokens[1:], ends, ends[1:]))
-        return cls(method, sum(tokens[1:]) / (ends[-1] - ends[0]), rates[len(rates) // 2], run["losses"], run["notes"])
+
+def step_times(run: dict, clock: str) -> list[float]:
+    """Seconds of steps 2..N. Step 1 is warm-up (allocator, first-call dispatch) and is left out for every method."""
+    ends = run[CLOCK[clock]]
+    return [b - a for a, b in pairwise(ends)]
+
+
+def tokens_per_s(runs: list[dict], clock: str = "wall") -> float:
+    """Supervised tokens of steps 2..N over the sum, step by step, of the fastest of `runs` at that step.
+
+    A shared machine slows a run for seconds at a time; a method run several times on the same steps (same data,
+    same order) is best described by each step's least-disturbed time.
+    """
+    tokens = runs[0]["step_tokens"][1:]
+    if any(r["step_tokens"][1:] != tokens for r in runs):  # not the same steps: fall back to the best whole run
+        return max(sum(r["step_tokens"][1:]) / sum(step_times(r, clock)) for r in runs)
+    return sum(tokens) / sum(min(ts) for ts in zip(*(step_times(r, clock) for r in runs)))
 
 
 def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def report(best: dict[str, Result], rounds: list[dict[str, Result]], job: Job, args) -> str:
-    k = best["kotune"]
-    runs = {m: sum(m in r for r in rounds) for m in METHODS}
+def report(runs: dict[str, list[dict]], job: Job, args) -> str:
+    """The Markdown table, the verdicts and the notes."""
+    clock = args.clock
     lines = [
-        f"tiny GPT-NeoX (hidden {args.hidden}, {args.layers} layers, vocab 4000), {args.examples} KoAlpaca examples, "
-        f"{job.steps} steps x {job.global_batch} examples; best of " + ", ".join(f"{n} {m}" for m, n in runs.items())
-        + f" run(s); torch threads {_threads()}",
+        (f"tiny GPT-NeoX (hidden {args.hidden}, {args.layers} layers, vocab 4000), first {args.examples} KoAlpaca "
+         f"v1.0 examples, {job.steps} steps x {job.global_batch} examples, torch threads {args.threads or _threads()}, "
+         f"{clock} clock"),
         "",
-        "| method | supervised tokens/s | kotune / method | median step tokens/s | loss, steps 1-5 | loss, last 5 steps |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ("| method | runs | supervised tokens/s | kotune / method | best whole run, tokens/s | loss, steps 1-5 "
+         "| loss, last 5 steps |"),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for m in METHODS:
-        r = best[m]
-        lines.append(f"| {NAMES[m]} | {r.tokens_per_s:,.0f} | {k.tokens_per_s / r.tokens_per_s:.2f}x | "
-                     f"{r.median_step_tokens_per_s:,.0f} | {mean(r.losses[:5]):.3f} | {mean(r.losses[-5:]):.3f} |")
+    rate = {m: tokens_per_s(runs[m], clock) for m in METHODS if runs[m]}
+    # kotune against the same number of its own runs as the peer had, so neither gets more chances at a quiet moment
+    ratio = {m: tokens_per_s(runs["kotune"][: len(runs[m])], clock) / rate[m] for m in rate}
+    for m, r_m in rate.items():
+        whole = max(sum(r["step_tokens"][1:]) / sum(step_times(r, clock)) for r in runs[m])
+        losses = runs[m][0]["losses"]
+        lines.append(f"| {NAMES[m]} | {len(runs[m])} | {r_m:,.0f} | {ratio[m]:.2f}x | {whole:,.0f} | "
+                     f"{mean(losses[:5]):.3f} | {mean(losses[-5:]):.3f} |")
     lines.append("")
     for peer, target in TARGETS.items():
-        ratio = k.tokens_per_s / best[peer].tokens_per_s
-        lines.append(f"- kotune / {NAMES[peer]}: {ratio:.2f}x (target >= {target}x): {'PASS' if ratio >= target else 'FAIL'}"
-                     f" (median step rates: {k.median_step_tokens_per_s / best[peer].median_step_tokens_per_s:.2f}x)")
-    per_round = ", ".join(f"{r['kotune'].tokens_per_s / r['plain'].tokens_per_s:.2f}x" for r in rounds)
-    lines.append(f"- kotune / plain loop in each round: {per_round}")
-    diff = max(abs(a - b) for a, b in zip(best["kotune"].losses, best["plain"].losses))
-    lines.append(f"- kotune and the plain loop train on the same examples each step: largest per-step loss "
-                 f"difference {diff:.4f}; TRL draws its own order, so compare its first/last means")
-    lines += ["", "notes:"] + [f"- {n}" for m in METHODS for n in best[m].notes]
+        if peer in ratio:
+            verdict = "PASS" if ratio[peer] >= target else "FAIL"
+            lines.append(f"- kotune / {NAMES[peer]}: {ratio[peer]:.2f}x (target >= {target}x): {verdict}")
+    each = ", ".join(f"{tokens_per_s([k], clock) / tokens_per_s([p], clock):.2f}x"
+                     for k, p in zip(runs["kotune"], runs["plain"]))
+    lines.append(f"- kotune / plain loop, whole runs side by side: {each} (the spread is the machine's noise)")
+    diff = max(abs(a - b) for a, b in zip(runs["kotune"][0]["losses"], runs["plain"][0]["losses"]))
+    lines.append(f"- kotune and the plain loop train on the same examples at every step: largest per-step loss "
+                 f"difference {diff:.4f}; TRL draws its own order (and trains in bf16), so compare its first and last means")
+    lines += ["", "notes:"] + [f"- {n}" for m in METHODS if runs[m] for n in runs[m][0]["notes"]]
     return "\n".join(lines)
 
 
@@ -329,13 +363,15 @@ def _threads() -> int:
 NAMES = {"kotune": "kotune", "plain": "plain PyTorch loop", "trl": "TRL SFTTrainer (defaults)"}
 
 
-def run_worker(method: str, workdir: Path, tag: str) -> dict:
+def run_worker(method: str, workdir: Path, tag: str, threads: int | None) -> dict:
     """Run one method in a fresh process; its result comes back as JSON, its output goes to a log file."""
     result = workdir / f"{tag}.json"
     log = workdir / f"{tag}.log"
     cmd = [sys.executable, __file__, "--worker", method, "--workdir", str(workdir), "--result", str(result)]
+    cmd += ["--threads", str(threads)] if threads else []
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})}
     with log.open("w") as f:
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env, check=False)
     if done.returncode:
         tail = log.read_text()[-3000:]
         raise RuntimeError(f"{method} failed (exit {done.returncode}); last output of {log}:\n{tail}")
@@ -348,7 +384,12 @@ def parse_args(argv=None):
     p.add_argument("--examples", type=int, default=None, help="first N KoAlpaca records (default: steps x 16, one epoch)")
     p.add_argument("--rounds", type=int, default=None, help="rounds of kotune and plain loop, interleaved (default 3; --quick: 1)")
     p.add_argument("--trl-rounds", type=int, default=1,
-                   help="rounds that also run TRL (default 1: it is >5x slower, so its noise cannot flip a verdict)")
+                   help="rounds that also run TRL (default 1: it is ~3x slower, so its noise cannot flip its verdict)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for every method (default 1, steady on a shared machine; 0: torch's choice)")
+    p.add_argument("--clock", choices=CLOCK, default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time, which leaves out time other programs took "
+                        "the cores (use with --threads 1 on a busy machine; with more threads it counts spin-waiting)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 8 steps, one round")
     p.add_argument("--hidden", type=int, default=128, help="tiny model width")
     p.add_argument("--layers", type=int, default=4, help="tiny model depth")
@@ -366,6 +407,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.worker:
         job = load_job(args.workdir)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         args.result.write_text(json.dumps(WORKERS[args.worker](job, args.workdir / args.result.stem)))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kotune-sft-bench-"))
@@ -373,17 +418,14 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     job = prepare(workdir, args)
     print(f"workdir {workdir}; model and data ready in {time.perf_counter() - started:.0f}s", flush=True)
-    rounds = []
+    runs: dict[str, list[dict]] = {m: [] for m in METHODS}
     for i in range(args.rounds):
-        results = {}
         for method in METHODS if i < args.trl_rounds else METHODS[:2]:
             t = time.perf_counter()
-            results[method] = Result.from_run(method, run_worker(method, workdir, f"{method}-{i + 1}"))
-            print(f"round {i + 1}: {method:6s} {results[method].tokens_per_s:8,.0f} supervised tokens/s "
+            runs[method].append(run_worker(method, workdir, f"{method}-{i + 1}", args.threads))
+            print(f"round {i + 1}: {method:6s} {tokens_per_s(runs[method][-1:], args.clock):8,.0f} supervised tokens/s "
                   f"({time.perf_counter() - t:.0f}s with start-up)", flush=True)
-        rounds.append(results)
-    best = {m: max((r[m] for r in rounds if m in r), key=lambda r: r.tokens_per_s) for m in METHODS}
-    text = report(best, rounds, job, args)
+    text = report(runs, job, args)
     (workdir / "report.md").write_text(text + "\n")
     print(f"\n{text}\n\n(total {time.perf_counter() - started:.0f}s; report in {workdir / 'report.md'})")
 
