@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,24 +14,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-
-def make_chat_model(model_dir: Path, out: Path) -> Path:
-    """A copy of a tiny model whose tokenizer carries the ko_chat template, like every `kotune sft` output."""
-    from transformers import AutoTokenizer
-
-    from kotune.data.templates import install_template
-
-    shutil.copytree(model_dir, out, dirs_exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(out)
-    install_template(tok, "ko_chat")
-    tok.save_pretrained(out)
-    return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from kotune_test_paths import free_port, make_chat_model  # noqa: F401  (re-exported for the serve tests)
 
 
 @dataclass

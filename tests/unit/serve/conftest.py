@@ -3,32 +3,21 @@ one engine over it, shared by the serve unit tests."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-
-def save_chat_copy(model_dir: Path, out: Path) -> Path:
-    from transformers import AutoTokenizer
-
-    from kotune.data.templates import install_template
-
-    shutil.copytree(model_dir, out, dirs_exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(out)
-    install_template(tok, "ko_chat")
-    tok.save_pretrained(out)
-    return out
+from kotune_test_paths import make_chat_model
 
 
 @pytest.fixture(scope="session")
 def chat_model(tiny_llama, tmp_path_factory) -> Path:
-    return save_chat_copy(tiny_llama, tmp_path_factory.mktemp("chat-llama"))
+    return make_chat_model(tiny_llama, tmp_path_factory.mktemp("chat-llama"))
 
 
 @pytest.fixture(scope="session")
 def chat_model_neox(tiny_neox, tmp_path_factory) -> Path:
-    return save_chat_copy(tiny_neox, tmp_path_factory.mktemp("chat-neox"))
+    return make_chat_model(tiny_neox, tmp_path_factory.mktemp("chat-neox"))
 
 
 @pytest.fixture(scope="session")
