@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from kotune import __version__
 
-from kotune.stages import RECIPE_STAGES
+from kotune.stages import LAUNCHABLE_STAGES, RECIPE_STAGES
 
 EPILOG_RECIPE = "Overrides are dotted keys of the recipe, e.g. train.epochs=1 data.max_length=512 method=lora."
 
@@ -35,6 +35,12 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
     if name == "pipeline":
         p.add_argument("--force", action="append", default=[], metavar="STAGE",
                        help="redo STAGE (and every stage after it) even if it completed before; repeatable")
+    if name in LAUNCHABLE_STAGES:
+        p.add_argument("--nproc", type=int, default=None, metavar="N",
+                       help="train with N processes: re-runs this command under torchrun (DDP), or under "
+                            "accelerate launch with --accelerate-config")
+        p.add_argument("--accelerate-config", default=None, metavar="FILE",
+                       help="launch with this accelerate config (recipes/accelerate/: ddp, fsdp2, deepspeed_zero2|3)")
 
     def handler(args: argparse.Namespace) -> int:
         if args.help or not args.recipe:
@@ -43,7 +49,11 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
             return 0 if args.help else 2
         from kotune.config import load_config
 
-        cfg = load_config(_import(config_path), args.recipe, args.overrides)
+        cfg = load_config(_import(config_path), args.recipe, args.overrides)  # a bad recipe fails before launching
+        if getattr(args, "nproc", None) is not None or getattr(args, "accelerate_config", None) is not None:
+            from kotune.launch import relaunch
+
+            return relaunch([name, args.recipe, *args.overrides], args.nproc, args.accelerate_config)
         if name != "pipeline":
             _import(run_path)(cfg)
             return 0

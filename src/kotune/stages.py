@@ -19,3 +19,6 @@ RECIPE_STAGES: dict[str, tuple[str, str, str]] = {
     "selfinstruct": ("generate Korean instruction data from an OpenAI-compatible teacher (self-instruct); resumable",
                      "kotune.selfinstruct.config.SelfInstructConfig", "kotune.selfinstruct.run.run"),
 }
+
+# Stages that train through accelerate or TRL and so run multi-process (`--nproc`, accelerate launch, torchrun).
+LAUNCHABLE_STAGES = ("pretrain", "sft", "reward", "dpo", "ppo")

@@ -1,7 +1,6 @@
 """The chat-tuning stages through the real CLI on the tiny recipes: reward model -> PPO, and DPO, from a tiny SFT
 model; and a "reward model" without a trained head is refused with a message, not a traceback."""
 
-import argparse
 import json
 import os
 import shutil
@@ -13,46 +12,12 @@ from kotune_test_paths import REPO
 
 pytestmark = pytest.mark.slow
 
-STAGES = [
-    ("reward", "train a reward model (SFT model + scalar head) on preference pairs",
-     "kotune.preference.config.RewardConfig", "kotune.preference.reward.run"),
-    ("dpo", "DPO / KTO / ORPO / SimPO from the SFT model on preference pairs",
-     "kotune.preference.config.DPOConfig", "kotune.preference.dpo.run"),
-    ("ppo", "PPO (or RLOO / GRPO) from the SFT model against the trained reward model",
-     "kotune.preference.config.PPOConfig", "kotune.preference.ppo.run"),
-]
-
-# Until cli.py registers the stages, run the CLI with exactly the `_recipe_stage` calls it will get.
-SHIM = """
-import argparse, sys
-from kotune import cli
-STAGES = {stages!r}
-build = cli.build_parser
-def build_parser():
-    parser = build()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, help, config, run in STAGES:
-        if name not in sub.choices:
-            cli._recipe_stage(sub, name, help, config, run)
-    return parser
-cli.build_parser = build_parser
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
-
-def _wired() -> bool:
-    from kotune.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return all(name in sub.choices for name, *_ in STAGES)
-
 
 def kotune(*args, check=True):
-    launcher = ["-m", "kotune.cli"] if _wired() else ["-c", SHIM.format(stages=STAGES)]
     # One torch thread: tiny models gain nothing from more, and a spinning second thread is slow on shared CPUs.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *launcher, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                            env=env)
+    result = subprocess.run([sys.executable, "-m", "kotune.cli", *map(str, args)], cwd=REPO, capture_output=True,
+                            text=True, env=env)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -63,25 +63,33 @@ def load_model(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
     device: str | torch.device | None = None,
+    load_in_4bit: bool = False,
 ):
     """A causal LM; a LoRA adapter folder is loaded on top of the base it names.
 
     Args:
         name_or_path: hub id, model folder, or adapter folder.
-        dtype: fp32 | bf16 | fp16.
+        dtype: fp32 | bf16 | fp16; with `load_in_4bit`, the dtype the 4-bit layers compute in.
         attn_implementation: e.g. "sdpa", "flash_attention_2"; None lets transformers choose.
+        load_in_4bit: QLoRA's frozen base: linear layers stored as 4-bit NF4 with double quantization
+            (bitsandbytes), placed on `device` (a quantized model cannot be moved afterwards).
     """
     from transformers import AutoModelForCausalLM
 
     name_or_path = resolve_model_path(name_or_path)
     check_exists(name_or_path)
     base = adapter_base(name_or_path) if is_adapter(name_or_path) else name_or_path
+    quantized = {}
+    if load_in_4bit:
+        quantized = {"quantization_config": _nf4_config(DTYPES[dtype]), "device_map": {"": str(device or "cpu")}}
+        device = None
     model = AutoModelForCausalLM.from_pretrained(
         base,
         dtype=DTYPES[dtype],
         trust_remote_code=trust_remote_code,
         attn_implementation=attn_implementation,
         use_safetensors=None if trust_remote_code else _prefers_safetensors(base),
+        **quantized,
     )
     if base != name_or_path:
         from peft import PeftModel
@@ -90,6 +98,18 @@ def load_model(
     if device is not None:
         model.to(device)
     return model
+
+
+def _nf4_config(compute_dtype):
+    """QLoRA's settings (Dettmers et al. 2023): NF4 weights, double-quantized constants."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError("method: qlora needs bitsandbytes: pip install bitsandbytes (or kotune[qlora])")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
 
 
 def _prefers_safetensors(base: str) -> bool | None:

@@ -14,12 +14,9 @@ import json
 from pathlib import Path
 
 from kotune.common.metrics import plot_curves
-from kotune.config import save_config
-from kotune.data.templates import install_template
-from kotune.models.load import load_tokenizer
 from kotune.preference import trl_backend as tb
 from kotune.preference.config import DPOConfig
-from kotune.preference.models import check_lora_start, load_policy, resolve_precision
+from kotune.preference.models import check_lora_start, load_policy
 from kotune.preference.pairs import prepare_pairs
 
 CURVES = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "grad_norm"]
@@ -82,13 +79,8 @@ def run(cfg: DPOConfig, log=print) -> Path:
     import torch
 
     check_lora_start(cfg.model, cfg.method)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    precision = resolve_precision(cfg.train.precision)
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
-    template = install_template(tokenizer, cfg.data.template)
-    log(f"template: {template}")
+    start = tb.start_stage(cfg, log)
+    out, precision, tokenizer, template, log = start.out, start.precision, start.tokenizer, start.template, start.log
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
 
     torch.manual_seed(cfg.train.seed)
@@ -97,6 +89,7 @@ def run(cfg: DPOConfig, log=print) -> Path:
     trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics])
     log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "
         f"method {cfg.method}, {precision}")
+    tb.announce_processes(trainer)
     trainer.train()
     heldout = trainer.evaluate() if data.eval else None  # TRL's metrics on the held-out pairs, prefixed eval_
     if not trainer.is_world_process_zero():

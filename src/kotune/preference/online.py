@@ -13,14 +13,12 @@ import json
 from pathlib import Path
 
 from kotune.common.metrics import plot_curves
-from kotune.config import save_config
-from kotune.data.templates import install_template
-from kotune.models.load import is_adapter, load_tokenizer
-from kotune.preference.models import check_lora_start, load_policy, resolve_precision, trl_precision_args
+from kotune.models.load import is_adapter
+from kotune.preference.models import check_lora_start, load_policy, trl_precision_args
 from kotune.preference.pairs import prepare_prompts
 from kotune.preference.ppo_math import PPOSetupError
 from kotune.preference.scoring import RewardModelFunction, check_reward_model, load_reward_model
-from kotune.preference.trl_backend import metrics_callback, remove_if_empty
+from kotune.preference.trl_backend import announce_processes, metrics_callback, remove_if_empty, start_stage
 
 CURVES = ["reward", "reward_std", "kl", "loss", "grad_norm", "completions/mean_length"]
 
@@ -91,13 +89,9 @@ def run_online(cfg, log=print) -> Path:
         # TRL reloads the reference from the model's config path, which for a merged adapter is the raw base.
         raise ValueError(f"algo {cfg.algo} with method full reloads its KL reference from the model path, and {cfg.model} "
                          "is a LoRA adapter: merge it first (`kotune lora merge`) and point model at the merged folder")
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    precision = resolve_precision(cfg.train.precision)
+    start = start_stage(cfg, log)
+    out, precision, tokenizer, template, log = start.out, start.precision, start.tokenizer, start.template, start.log
     torch.manual_seed(cfg.train.seed)
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
-    template = install_template(tokenizer, cfg.data.template)
     prompts, data_report = prepare_prompts(cfg.data, tokenizer, log)
 
     reward = load_reward_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code)
@@ -112,6 +106,7 @@ def run_online(cfg, log=print) -> Path:
                        [metrics, _first_step_guard()])
     log(f"{cfg.algo}: {cfg.train.steps} steps, {cfg.ppo.rollout_batch_size} completions per step "
         f"({cfg.ppo.num_generations} per prompt), method {cfg.method}, {precision}")
+    announce_processes(trainer)
     trainer.train()
     if not trainer.is_world_process_zero():
         return out

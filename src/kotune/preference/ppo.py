@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -228,6 +229,9 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
         from kotune.preference.online import run_online
 
         return run_online(cfg, log)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("algo=ppo runs on one device (every process would write the same output); launch it "
+                         "without --nproc / torchrun, or use algo=rloo or algo=grpo, which TRL runs multi-process")
     check_lora_start(cfg.model, cfg.method)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

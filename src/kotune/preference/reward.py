@@ -15,11 +15,8 @@ from pathlib import Path
 import torch
 
 from kotune.common.metrics import plot_curves
-from kotune.config import save_config
-from kotune.data.templates import install_template
-from kotune.models.load import load_tokenizer
 from kotune.preference.config import RewardConfig
-from kotune.preference.models import head_names, load_scalar_model, resolve_precision
+from kotune.preference.models import head_names, load_scalar_model
 from kotune.preference.pairs import prepare_pairs
 from kotune.preference.scoring import (
     PROBE_FILE,
@@ -29,7 +26,14 @@ from kotune.preference.scoring import (
     score_sequences,
     write_probe,
 )
-from kotune.preference.trl_backend import metrics_callback, remove_if_empty, reward_dataset, training_args
+from kotune.preference.trl_backend import (
+    announce_processes,
+    metrics_callback,
+    remove_if_empty,
+    reward_dataset,
+    start_stage,
+    training_args,
+)
 
 CURVES = ["loss", "accuracy", "margin", "mean_reward", "grad_norm", "learning_rate"]
 
@@ -63,14 +67,8 @@ def run(cfg: RewardConfig, log=print) -> Path:
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    precision = resolve_precision(cfg.train.precision)
-
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
-    template = install_template(tokenizer, cfg.data.template)
-    log(f"template: {template}")
+    start = start_stage(cfg, log)
+    out, precision, tokenizer, template, log = start.out, start.precision, start.tokenizer, start.template, start.log
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
 
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
@@ -89,6 +87,7 @@ def run(cfg: RewardConfig, log=print) -> Path:
         callbacks=[metrics], peft_config=_lora_config(cfg, model) if cfg.method == "lora" else None,
     )
     log(f"training reward model: {len(data.train):,} pairs, method {cfg.method}, {precision}")
+    announce_processes(trainer)
     trainer.train()
     if not trainer.is_world_process_zero():
         return out

@@ -11,17 +11,59 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from kotune.common.metrics import MetricsLog
-from kotune.preference.models import trl_precision_args
+from kotune.config import save_config
+from kotune.data.templates import install_template
+from kotune.models.load import load_tokenizer
+from kotune.preference.models import resolve_precision, trl_precision_args
+
+
+def launch_world_size() -> int:
+    """Processes in this launch, as torchrun / accelerate launch announce them (1 without a launcher).
+
+    Read from the environment: accelerate's PartialState, asked before a trainer sets up torch.distributed,
+    reports one process on a CPU-only machine, which would make the global batch N times too large."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_first_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@dataclass
+class StageStart:
+    out: Path
+    precision: str
+    tokenizer: object
+    template: str
+    log: object  # prints on the first process only
+
+
+def start_stage(cfg, log=print) -> StageStart:
+    """The opening every TRL-backed stage shares: output folder and config.yaml (first process), precision, the
+    tokenizer with the recipe's chat template. Messages are printed once per launch, not once per process."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        # The first process saves and checks the model from its own copy of the weights; sharded, it holds a part.
+        raise ValueError("the reward, DPO and RLOO/GRPO stages run with DDP (torchrun, --nproc, recipes/accelerate/"
+                         "ddp.yaml), not with FSDP or ZeRO-3; for a model too large for that, use method=lora")
+    say = log if is_first_process() else (lambda *_args, **_kwargs: None)
+    out = Path(cfg.output_dir)
+    if is_first_process():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    template = install_template(tokenizer, cfg.data.template)
+    say(f"template: {template}")
+    return StageStart(out, resolve_precision(cfg.train.precision), tokenizer, template, say)
 
 
 def training_args(config_cls, train, output_dir: str | Path, precision: str, **extra):
     """A TRL `*Config` from our `TrainConfig`: global batch = micro batch x processes x accumulation."""
-    from accelerate import PartialState
-
-    world = PartialState().num_processes
+    world = launch_world_size()
     per_step = train.micro_batch_size * world
     if train.global_batch_size % per_step:
         raise ValueError(f"train.global_batch_size ({train.global_batch_size}) must be a multiple of micro_batch_size x "
@@ -48,6 +90,14 @@ def training_args(config_cls, train, output_dir: str | Path, precision: str, **e
         **trl_precision_args(precision),
         **extra,
     )
+
+
+def announce_processes(trainer) -> None:
+    """Every process says it is there, as the SFT loop does: a launch that silently started one shows no line."""
+    accelerator = trainer.accelerator
+    if accelerator.num_processes > 1:
+        print(f"process {accelerator.process_index} of {accelerator.num_processes} "
+              f"({accelerator.distributed_type.value})", flush=True)
 
 
 def remove_if_empty(folder: str | Path) -> None:

@@ -15,7 +15,8 @@ from kotune.data.corpus import iter_documents
 from kotune.data.token_blocks import TokenBlocks, write_token_files
 from kotune.models.load import load_model, load_tokenizer
 from kotune.pretrain.config import ModelInitConfig, PretrainConfig
-from kotune.training.loop import make_accelerator, save_outputs, train_loop
+from kotune.training.distributed import make_accelerator
+from kotune.training.loop import save_outputs, train_loop
 
 
 def build_config(init: ModelInitConfig, tokenizer):

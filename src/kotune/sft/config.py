@@ -37,8 +37,9 @@ class SFTConfig:
     data: DataConfig = opt(DataConfig(), "training data")
     tokenizer: str | None = opt(None, "tokenizer hub id or folder; unset: the model's")
     trust_remote_code: bool = opt(False, "run code shipped with the model (only for models you trust)")
-    method: Literal["full", "lora"] = opt("full", "full fine-tuning or LoRA adapters (PEFT)")
-    lora: LoraConfig = opt(LoraConfig(), "LoRA settings (method: lora)")
+    method: Literal["full", "lora", "qlora"] = opt(
+        "full", "full fine-tuning; LoRA adapters (PEFT); or QLoRA: LoRA on the base loaded in 4-bit NF4 (bitsandbytes)")
+    lora: LoraConfig = opt(LoraConfig(), "LoRA settings (method: lora | qlora)")
     train: TrainConfig = opt(TrainConfig(), "optimisation")
 
     def __post_init__(self) -> None:

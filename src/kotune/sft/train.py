@@ -14,7 +14,9 @@ from kotune.data.tokenize import TokenizedExample, check_trainable, token_stats,
 from kotune.models.load import load_model, load_tokenizer
 from kotune.models.lora import apply_lora
 from kotune.sft.config import SFTConfig
-from kotune.training.loop import make_accelerator, save_outputs, train_loop
+from kotune.training.config import resolve_precision
+from kotune.training.distributed import make_accelerator
+from kotune.training.loop import save_outputs, train_loop
 
 
 def prepare_examples(cfg: SFTConfig, tokenizer, log=print):
@@ -70,7 +72,20 @@ class SupervisedData:
         return pack_batch(pairs) if self.packed else pad_batch(pairs, self.pad_id)
 
 
-def build_model(cfg: SFTConfig):
+def build_model(cfg: SFTConfig, device=None):
+    if cfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        precision = resolve_precision(cfg.train.precision)
+        model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, load_in_4bit=True, device=device,
+                           dtype={"fp32": "fp32"}.get(precision, precision),
+                           attn_implementation=cfg.train.attn_implementation)
+        # PEFT's preparation for a quantized base: norms and head in fp32, input gradients on for checkpointing.
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+        return apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                          target_modules=cfg.lora.target_modules)
     model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.train.attn_implementation)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -94,7 +109,7 @@ def run(cfg: SFTConfig, log=print) -> Path:
     template = install_template(tokenizer, cfg.data.template)
     say(f"template: {template}")
     examples, report = prepare_examples(cfg, tokenizer, say)
-    model = build_model(cfg)
+    model = build_model(cfg, accelerator.device)
     batching = _batching(cfg, model)
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
@@ -103,6 +118,6 @@ def run(cfg: SFTConfig, log=print) -> Path:
     data = SupervisedData(examples, tokenizer.pad_token_id, packed=batching == "padding_free")
     model = train_loop(accelerator, model, data, cfg.train, out, desc="sft", log=say)
     save_outputs(accelerator, model, tokenizer, out, title=f"SFT {cfg.model}")
-    say(f"saved to {out} ({'LoRA adapter' if cfg.method == 'lora' else 'model'} + tokenizer with chat_template)")
+    say(f"saved to {out} ({'model' if cfg.method == 'full' else 'LoRA adapter'} + tokenizer with chat_template)")
     accelerator.end_training()
     return out

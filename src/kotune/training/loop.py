@@ -25,6 +25,7 @@ from kotune.common.losses import IGNORE_INDEX, causal_lm_loss_sum, next_token_ta
 from kotune.common.metrics import MetricsLog, plot_curves
 from kotune.data.batching import BatchPlan, split_for_rank
 from kotune.training.config import TrainConfig, resolve_precision
+from kotune.training.distributed import configure_deepspeed
 
 
 class TokenData(Protocol):
@@ -37,17 +38,6 @@ class TokenData(Protocol):
     def trained_tokens(self, index: int) -> int: ...
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]: ...
-
-
-def make_accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    precision = resolve_precision(cfg.precision)
-    # On a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with cpu=True.
-    accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available())
-    set_seed(cfg.seed)
-    return accelerator
 
 
 def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
@@ -107,6 +97,9 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
     scheduler = _scheduler(cfg, optimizer, plan.total_steps)
+    deepspeed = accelerator.distributed_type.value == "DEEPSPEED"
+    if deepspeed:
+        configure_deepspeed(accelerator, cfg)
     # The scheduler is not prepared: accelerate would step it once per process, while our steps are already
     # global optimizer steps. It is registered so checkpoints still save and restore it.
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -141,12 +134,14 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
             batch = {key: value.to(accelerator.device) for key, value in data.collate(micro or indices[:1]).items()}
             labels = batch.pop("labels")
             sync = k == len(micro_batches) - 1
+            accelerator.sync_gradients = sync  # DeepSpeed steps its engine inside backward() when this is set
             with accelerator.no_sync(model) if not sync else nullcontext(), accelerator.autocast():
                 loss_sum = _trained_loss_sum(model, batch, labels, select_logits)
-                # DDP averages gradients over processes; scaling by world size makes the step's gradient the
-                # mean over every trained token of the global batch.
+                # DDP, FSDP and ZeRO average gradients over processes; scaling by world size makes the step's
+                # gradient the mean over every trained token of the global batch. The loss is already normalised
+                # over the whole step, so DeepSpeed must not divide it again by its accumulation steps.
                 loss = loss_sum * weight * world / global_trained
-                accelerator.backward(loss)
+                accelerator.backward(loss, **({"scale_wrt_gas": False} if deepspeed else {}))
             loss_total += loss_sum.detach() * weight
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
         optimizer.step()
@@ -174,9 +169,10 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
 
 def save_outputs(accelerator, model, tokenizer, out: Path, *, title: str) -> None:
     """Main process: model or adapter (safetensors) + tokenizer into `out`, and loss.png from metrics.jsonl."""
+    state_dict = accelerator.get_state_dict(model)  # collective under FSDP / ZeRO-3: every process gathers
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(out, safe_serialization=True, state_dict=accelerator.get_state_dict(model))
+        unwrapped.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(out)
         plot_curves(out / "metrics.jsonl", out / "loss.png", ["loss", "lr", "grad_norm"], title=title)
     accelerator.wait_for_everyone()

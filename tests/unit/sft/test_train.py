@@ -68,6 +68,31 @@ def test_lora_adapter_merges_to_the_same_logits(tiny_llama, small_alpaca, tmp_pa
     assert AutoTokenizer.from_pretrained(merged_dir).chat_template == AutoTokenizer.from_pretrained(out).chat_template
 
 
+def test_qlora_trains_adapters_on_a_4bit_base(tiny_llama, small_alpaca, tmp_path):
+    """method=qlora: the frozen base is NF4 (bitsandbytes), only LoRA weights train, and the saved adapter loads on
+    the full-precision base like any PEFT adapter (the way QLoRA models are served)."""
+    import bitsandbytes as bnb
+    from peft import PeftModel
+
+    from kotune.sft.train import build_model
+
+    cfg = sft_config(tiny_llama, small_alpaca, tmp_path / "qlora", "method=qlora", "lora.r=4", "train.max_steps=6",
+                     "train.learning_rate=1e-2", "data.template=ko_chat")
+    model = build_model(cfg)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert {n for n, p in model.named_parameters() if p.requires_grad} and all(
+        "lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    out = run(cfg, log=lambda *_: None)
+    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), out).eval()(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()(ids).logits
+    assert torch.isfinite(adapted).all() and not torch.allclose(adapted, base, atol=1e-4)
+
+
 def test_refuses_to_train_when_no_reply_fits(tiny_neox, small_alpaca, tmp_path):
     # The bilingual KoAlpaca preamble alone is longer than 16 tokens, so nothing would be trained.
     with pytest.raises(ValueError, match="no trained token in any example"):

@@ -1,0 +1,77 @@
+"""The `Accelerator` of a launch: one process, DDP, FSDP2 or DeepSpeed ZeRO, as `accelerate launch --config_file`
+(recipes/accelerate/) or `torchrun` asked. accelerate does the distributed work; this module only closes two gaps
+it has on CPU-only machines, so that the tests run the same FSDP and DeepSpeed code paths users run on GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from kotune.training.config import TrainConfig, resolve_precision
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs, set_seed
+
+    precision = resolve_precision(cfg.precision)
+    mixed_precision = {"fp32": "no"}.get(precision, precision)  # the recipe decides, not the launch config
+    cpu_only = not torch.cuda.is_available()
+    deepspeed = _env_flag("ACCELERATE_USE_DEEPSPEED")
+    handlers = []
+    if cpu_only and deepspeed:
+        # accelerate knows no process-group backend for DeepSpeed without a GPU; DeepSpeed's CPU accelerator uses gloo.
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    # Otherwise on a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with cpu=True.
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_only and not deepspeed, kwargs_handlers=handlers)
+    if accelerator.distributed_type == DistributedType.MULTI_CPU and _env_flag("ACCELERATE_USE_FSDP"):
+        _enable_fsdp2_on_cpu(accelerator, mixed_precision)
+    set_seed(cfg.seed)
+    return accelerator
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+
+
+def _enable_fsdp2_on_cpu(accelerator, mixed_precision: str) -> None:
+    """Make an FSDP launch on CPU train with FSDP instead of silently with DDP.
+
+    accelerate 1.15 turns on FSDP only for GPU-like distributed types: on CPU an FSDP config quietly trains with
+    DDP, every process holding the whole model. Its FSDP2 code (torch `fully_shard` over a gloo mesh) runs on CPU
+    as it is, so we hand it the plugin the launch described. FSDP1 is refused: on CPU it needs a `device_id`
+    accelerate does not pass.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables `accelerate launch` set from the config
+    if plugin.fsdp_version != 2:
+        raise ValueError("FSDP on CPU needs fsdp_version: 2 (recipes/accelerate/fsdp2.yaml); FSDP1 runs on GPUs only")
+    if mixed_precision != "no":
+        plugin.set_mixed_precision(mixed_precision)
+    accelerator.state.fsdp_plugin = plugin
+    # Both shared states: every later AcceleratorState() copies the process state's type over its own.
+    PartialState().distributed_type = accelerator.state.distributed_type = DistributedType.FSDP
+
+
+def micro_batches_per_rank(cfg: TrainConfig, world: int) -> int:
+    """How many micro-batches each process runs per optimizer step (as `kotune.data.batching.split_for_rank`)."""
+    return max(1, math.ceil(math.ceil(cfg.global_batch_size / world) / cfg.micro_batch_size))
+
+
+def configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
+    """Batch sizes and clipping of a DeepSpeed launch come from the recipe, like every other launch.
+
+    DeepSpeed keeps its own copy of them (it checks train_batch = micro x accumulation x processes, and clips
+    inside its engine step); values in the DeepSpeed config are replaced, so one recipe trains alike everywhere.
+    """
+    ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+    accumulation = micro_batches_per_rank(cfg, accelerator.num_processes)
+    ds_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
+    ds_config["gradient_accumulation_steps"] = accumulation
+    ds_config["train_batch_size"] = cfg.micro_batch_size * accumulation * accelerator.num_processes
+    ds_config["gradient_clipping"] = cfg.max_grad_norm
