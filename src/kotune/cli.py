@@ -53,6 +53,9 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
         if getattr(args, "nproc", None) is not None or getattr(args, "accelerate_config", None) is not None:
             from kotune.launch import relaunch
 
+            refused = getattr(cfg, "multi_process_error", lambda: None)()
+            if refused:
+                raise ValueError(refused)
             return relaunch([name, args.recipe, *args.overrides], args.nproc, args.accelerate_config)
         if name != "pipeline":
             _import(run_path)(cfg)

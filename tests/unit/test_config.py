@@ -30,7 +30,7 @@ def test_overrides_and_yaml_number_forms(tmp_path):
     "override, message",
     [
         ("train.learnig_rate=1", "unknown key train.learnig_rate (did you mean train.learning_rate?)"),
-        ("method=qlora", "method: 'qlora' is not one of full, lora"),
+        ("method=dora", "method: 'dora' is not one of full, lora, qlora"),
         ("train.global_batch_size=10", "must be a multiple of micro_batch_size"),
         ("train.epochs=many", "train.epochs: expected a number"),
         ("data.template=alpaca", "template: unknown 'alpaca'"),

@@ -228,3 +228,10 @@ class PPOConfig:
     def __post_init__(self) -> None:
         if not self.data.files:
             raise ValueError("data.files: at least one prompt file is needed")
+
+    def multi_process_error(self) -> str | None:
+        """Why this run cannot be launched on several processes; None when it can (the CLI asks before launching)."""
+        if self.algo == "ppo":
+            return ("algo=ppo runs on one device (every process would write the same output); launch it without "
+                    "--nproc / torchrun, or use algo=rloo or algo=grpo, which TRL runs multi-process")
+        return None

@@ -230,8 +230,7 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
 
         return run_online(cfg, log)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("algo=ppo runs on one device (every process would write the same output); launch it "
-                         "without --nproc / torchrun, or use algo=rloo or algo=grpo, which TRL runs multi-process")
+        raise ValueError(cfg.multi_process_error())
     check_lora_start(cfg.model, cfg.method)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -46,8 +46,9 @@ class StageStart:
 def start_stage(cfg, log=print) -> StageStart:
     """The opening every TRL-backed stage shares: output folder and config.yaml (first process), precision, the
     tokenizer with the recipe's chat template. Messages are printed once per launch, not once per process."""
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
-        # The first process saves and checks the model from its own copy of the weights; sharded, it holds a part.
+    sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get(
+        "ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    if sharded:  # the first process saves and checks the model from its own copy of the weights: sharded, a part
         raise ValueError("the reward, DPO and RLOO/GRPO stages run with DDP (torchrun, --nproc, recipes/accelerate/"
                          "ddp.yaml), not with FSDP or ZeRO-3; for a model too large for that, use method=lora")
     say = log if is_first_process() else (lambda *_args, **_kwargs: None)

@@ -73,26 +73,28 @@ class SupervisedData:
 
 
 def build_model(cfg: SFTConfig, device=None):
+    """The model to train. Full fine-tuning keeps fp32 weights (the optimizer's master copy; autocast computes in
+    bf16 on GPUs). LoRA's frozen base is held in the compute precision instead (bf16 on GPUs: half of fp32's
+    memory; PEFT keeps the adapters in fp32), QLoRA's in 4-bit NF4."""
+    precision = resolve_precision(cfg.train.precision)
+    frozen_dtype = "bf16" if precision == "bf16" else "fp32"
+    common = {"trust_remote_code": cfg.trust_remote_code, "attn_implementation": cfg.train.attn_implementation}
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        precision = resolve_precision(cfg.train.precision)
-        model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, load_in_4bit=True, device=device,
-                           dtype={"fp32": "fp32"}.get(precision, precision),
-                           attn_implementation=cfg.train.attn_implementation)
-        # PEFT's preparation for a quantized base: norms and head in fp32, input gradients on for checkpointing.
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
-        return apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                          target_modules=cfg.lora.target_modules)
-    model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.train.attn_implementation)
-    if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    if cfg.method == "lora":
-        model = apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, target_modules=cfg.lora.target_modules)
-    return model
+        model = load_model(cfg.model, load_in_4bit=True, device=device, dtype=frozen_dtype, **common)
+        # PEFT's preparation of a quantized base: norms and head in fp32, input gradients on for checkpointing.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model = load_model(cfg.model, dtype="fp32" if cfg.method == "full" else frozen_dtype, **common)
+        if cfg.train.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+    if cfg.method == "full":
+        return model
+    return apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules)
 
 
 def run(cfg: SFTConfig, log=print) -> Path:

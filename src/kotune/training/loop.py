@@ -88,6 +88,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
 
     Writes metrics.jsonl and loss.png into `out`, and resumable checkpoints under `out/checkpoints`.
     """
+    from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
     is_main = accelerator.is_main_process
@@ -97,7 +98,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
     scheduler = _scheduler(cfg, optimizer, plan.total_steps)
-    deepspeed = accelerator.distributed_type.value == "DEEPSPEED"
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if deepspeed:
         configure_deepspeed(accelerator, cfg)
     # The scheduler is not prepared: accelerate would step it once per process, while our steps are already

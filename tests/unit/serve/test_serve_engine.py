@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from kotune.models.generate import Engine, EngineBusy, SamplingParams, TextStream
+from kotune.models.generate import Engine, EngineBusy, SamplingParams
+from kotune.models.text_stream import TextStream
 
 GREEDY = dict(temperature=0, ignore_eos=True)
 

@@ -68,6 +68,17 @@ def test_lora_adapter_merges_to_the_same_logits(tiny_llama, small_alpaca, tmp_pa
     assert AutoTokenizer.from_pretrained(merged_dir).chat_template == AutoTokenizer.from_pretrained(out).chat_template
 
 
+def test_lora_holds_its_frozen_base_in_the_compute_precision(tiny_llama, small_alpaca, tmp_path):
+    """bf16 training: LoRA's frozen base in bf16 (half the memory), adapters in fp32; full fine-tuning keeps fp32."""
+    from kotune.sft.train import build_model
+
+    lora = build_model(sft_config(tiny_llama, small_alpaca, tmp_path, "method=lora", "train.precision=bf16"))
+    dtypes = {p.requires_grad: p.dtype for p in lora.parameters()}
+    assert dtypes == {False: torch.bfloat16, True: torch.float32}
+    full = build_model(sft_config(tiny_llama, small_alpaca, tmp_path, "train.precision=bf16"))
+    assert {p.dtype for p in full.parameters()} == {torch.float32}
+
+
 def test_qlora_trains_adapters_on_a_4bit_base(tiny_llama, small_alpaca, tmp_path):
     """method=qlora: the frozen base is NF4 (bitsandbytes), only LoRA weights train, and the saved adapter loads on
     the full-precision base like any PEFT adapter (the way QLoRA models are served)."""

@@ -48,6 +48,14 @@ def test_launch_mistakes_are_refused_before_starting(monkeypatch):
         relaunch(["sft", "r.yaml"], 2, None)
 
 
+def test_ppo_with_nproc_is_refused_before_anything_launches(capsys, monkeypatch):
+    from kotune.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main(["ppo", "recipes/preference/tiny_ppo.yaml", "--nproc", "2"]) == 1
+    assert "algo=rloo or algo=grpo" in capsys.readouterr().err
+
+
 def test_ppo_refuses_to_run_in_several_processes(monkeypatch):
     from kotune.preference.config import PPOConfig
     from kotune.preference.ppo import run
