@@ -12,7 +12,7 @@ from typing import Literal
 from kotune.config import opt
 from kotune.data.formats import FORMATS
 from kotune.data.templates import TEMPLATE_NAMES
-from kotune.training.config import LoraConfig
+from kotune.training.config import LoraConfig, check_optimisation
 
 # DPOTrainer's loss types in TRL 1.16 (trl/trainer/dpo_trainer.py, `_compute_loss`).
 DPO_LOSS_TYPES = (
@@ -67,14 +67,7 @@ class TrainConfig:
     log_every: int = opt(1, "write metrics every N optimizer steps")
 
     def __post_init__(self) -> None:
-        if self.global_batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"global_batch_size ({self.global_batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})"
-            )
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate: must be positive")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError("warmup_ratio: must be in [0, 1)")
+        check_optimisation(self)
 
 
 @dataclass
@@ -118,6 +111,8 @@ class DPOConfig:
     loss_type: str = opt("sigmoid", f"DPO loss (algo: dpo): {', '.join(DPO_LOSS_TYPES)}")
     beta: float = opt(0.1, "strength of the pull towards the reference (DPO/KTO beta; ORPO lambda; SimPO beta)")
     simpo_gamma: float = opt(0.5, "SimPO target reward margin (algo: simpo)")
+    sft_weight: float = opt(0.0, "algo dpo: add this times the NLL of the chosen replies (RPO, TRL's loss_type "
+                                 "'sft'); keeps the policy on fluent replies that stop, where plain DPO can drift")
     method: Literal["full", "lora"] = opt("full", "full fine-tuning (reference = a frozen copy) or LoRA (reference = "
                                                   "the same network with the adapter disabled)")
     lora: LoraConfig = opt(LoraConfig(), "LoRA settings (method: lora)")
@@ -132,6 +127,8 @@ class DPOConfig:
             raise ValueError(f"loss_type: only algo dpo has loss variants; algo {self.algo} takes none")
         if self.beta <= 0:
             raise ValueError("beta: must be positive")
+        if self.sft_weight < 0 or (self.sft_weight and self.algo != "dpo"):
+            raise ValueError("sft_weight: a non-negative weight, for algo dpo only")
 
 
 @dataclass

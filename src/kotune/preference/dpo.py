@@ -44,8 +44,9 @@ def build_trainer(cfg: DPOConfig, model, tokenizer, data, out: Path, precision: 
     if cfg.algo == "dpo":
         from trl import DPOConfig as Args
 
-        args = tb.training_args(Args, cfg.train, out / "trainer", precision, beta=cfg.beta, loss_type=[cfg.loss_type],
-                                max_length=None)
+        losses = {"loss_type": [cfg.loss_type, "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {
+            "loss_type": [cfg.loss_type]}
+        args = tb.training_args(Args, cfg.train, out / "trainer", precision, beta=cfg.beta, max_length=None, **losses)
         return tb.pretokenized_dpo()(model=model, ref_model=ref, args=args, train_dataset=tb.pair_dataset(data.train),
                                      eval_dataset=tb.pair_dataset(data.eval) if data.eval else None, **common)
     if cfg.algo == "kto":

@@ -17,6 +17,18 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
+def check_optimisation(cfg) -> None:
+    """The checks every stage's optimisation section needs (SFT and pre-training here, reward and DPO beside)."""
+    if cfg.global_batch_size % cfg.micro_batch_size:
+        raise ValueError(
+            f"global_batch_size ({cfg.global_batch_size}) must be a multiple of micro_batch_size ({cfg.micro_batch_size})"
+        )
+    if cfg.learning_rate <= 0:
+        raise ValueError("learning_rate: must be positive")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise ValueError("warmup_ratio: must be in [0, 1)")
+
+
 @dataclass
 class LoraConfig:
     r: int = opt(8, "LoRA rank")
@@ -51,11 +63,4 @@ class TrainConfig:
     resume: bool = opt(False, "continue from the newest complete checkpoint in output_dir")
 
     def __post_init__(self) -> None:
-        if self.global_batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"global_batch_size ({self.global_batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})"
-            )
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate: must be positive")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError("warmup_ratio: must be in [0, 1)")
+        check_optimisation(self)

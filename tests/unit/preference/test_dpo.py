@@ -68,6 +68,17 @@ def test_other_trl_preference_losses_train(sft_neox, toy_pairs, tmp_path, algo):
     assert any(not torch.equal(a, b) for a, b in zip(sft.parameters(), trained.parameters()))
 
 
+def test_sft_weight_adds_the_chosen_replies_nll(sft_neox, toy_pairs, tmp_path):
+    """RPO: with sft_weight the logged loss is DPO's (log 2 at the first step, policy == reference) plus the
+    weighted NLL of the chosen replies, which a tiny model puts well above 1."""
+    out = run(dpo_config(sft_neox, toy_pairs, tmp_path / "rpo", "train.max_steps=1", "sft_weight=0.5"),
+              log=lambda *_: None)
+    first = read_metrics(out / "metrics.jsonl")[0]
+    assert first["loss"] > 0.6931 + 0.5 * 1.0
+    with pytest.raises(ValueError, match="sft_weight: a non-negative weight, for algo dpo only"):
+        load_config(DPOConfig, None, ["model=m", "output_dir=o", "data.files=[x]", "algo=orpo", "sft_weight=1"])
+
+
 def test_loss_variants_only_for_dpo():
     with pytest.raises(ValueError, match="loss_type: only algo dpo"):
         load_config(DPOConfig, None, ["model=m", "output_dir=o", "data.files=[x]", "algo=orpo", "loss_type=ipo"])
