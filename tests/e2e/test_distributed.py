@@ -101,3 +101,15 @@ def test_dpo_with_two_processes_matches_one(single, tmp_path):
     # Epoch progress shows the global batch: 3 steps x 8 pairs in both (not 8 pairs per process).
     assert two[-1]["epoch"] == pytest.approx(one[-1]["epoch"])
     assert_same_training(tmp_path / "one", tmp_path / "two", loss_keys=("loss", "grad_norm", "rewards/margins"))
+
+
+def test_pretraining_from_scratch_under_zero3(tiny_neox, tmp_path):
+    """Random init under ZeRO-3 is created sharded (DeepSpeed's zero.Init): held-out perplexity is measured on the
+    prepared model before and after training, and falls."""
+    before, _, _ = LAUNCHES["zero3"]
+    run([*before, "pretrain", "recipes/pretrain/tiny_ko.yaml", f"tokenizer={tiny_neox}", f"output_dir={tmp_path}",
+         "train.max_steps=6"])
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["perplexity"] < result["perplexity_before"]
+    assert len(metrics(tmp_path)) == 6
+    assert AutoModelForCausalLM.from_pretrained(tmp_path).config.model_type == "gpt_neox"

@@ -104,9 +104,12 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {'continued from ' + cfg.model if cfg.model else 'random init ' + cfg.init.arch}, {n_params / 1e6:,.1f}M parameters")
 
-    before = perplexity(model, eval_blocks, accelerator.device, cfg.data.eval_max_blocks) if not cfg.train.resume else None
-    model = train_loop(accelerator, model, train_blocks, cfg.train, out, desc="pretrain", log=say)
-    after = perplexity(accelerator.unwrap_model(model), eval_blocks, accelerator.device, cfg.data.eval_max_blocks)
+    initial: list[float] = []  # held-out perplexity of the starting weights (not measured on a resumed run)
+    model = train_loop(accelerator, model, train_blocks, cfg.train, out, desc="pretrain", log=say,
+                       before_training=lambda m: initial.append(perplexity(m, eval_blocks, accelerator.device,
+                                                                           cfg.data.eval_max_blocks)))
+    before = initial[0] if initial else None
+    after = perplexity(model, eval_blocks, accelerator.device, cfg.data.eval_max_blocks)
     save_outputs(accelerator, model, tokenizer, out, title="pre-training")
     if accelerator.is_main_process:
         result = {"perplexity_before": before, "perplexity": after, "eval_blocks": min(len(eval_blocks), cfg.data.eval_max_blocks),

@@ -15,6 +15,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -83,10 +84,13 @@ def _trained_loss_sum(model, batch: dict, labels: torch.Tensor, select_logits: b
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets[keep], reduction="sum")
 
 
-def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path, *, desc: str, log=print):
+def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path, *, desc: str, log=print,
+               before_training: Callable[[torch.nn.Module], None] | None = None):
     """Train `model` on `data` for the steps `cfg` asks; returns the prepared (possibly wrapped) model.
 
     Writes metrics.jsonl and loss.png into `out`, and resumable checkpoints under `out/checkpoints`.
+    `before_training(prepared_model)` runs on every process before the first step of a fresh run: under FSDP or
+    ZeRO-3 only the prepared model can run a forward pass (its parameters are sharded until then).
     """
     from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
@@ -120,6 +124,8 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     log(f"training: {plan.total_steps} steps, {len(data):,} examples, global batch {cfg.global_batch_size}, "
         f"{world} process(es), {resolve_precision(cfg.precision)}")
 
+    if before_training is not None and not found:
+        before_training(model)
     select_logits = _accepts_logits_to_keep(accelerator.unwrap_model(model))
     model.train()
     progress = tqdm(total=plan.total_steps, initial=start_step, disable=not is_main, desc=desc, unit="step")
