@@ -19,20 +19,31 @@ from kotune.training.distributed import make_accelerator
 from kotune.training.loop import save_outputs, train_loop
 
 
+SHOWN_PER_KIND = 10  # skipped records printed one per line; data_report.json lists every one
+
+
+def _not_shown(count: int) -> str:
+    return f" ({count - SHOWN_PER_KIND:,} more not shown; all in data_report.json)" if count > SHOWN_PER_KIND else ""
+
+
 def prepare_examples(cfg: SFTConfig, tokenizer, log=print):
     """Load, convert, render and mask the training data; print and return what training will see."""
     loaded = load_examples(cfg.data.files, format=cfg.data.format, kind="sft", skip_invalid=cfg.data.skip_invalid)
-    for problem in loaded.problems:
+    for problem in loaded.problems[:SHOWN_PER_KIND]:
         log(f"skipped {problem}")
     if loaded.problems:
-        log(f"skipped {len(loaded.problems)} invalid record(s): " + ", ".join(f"{k} {v}" for k, v in loaded.problems_per_kind.items()))
+        log(f"skipped {len(loaded.problems)} invalid record(s): " + ", ".join(f"{k} {v}" for k, v in loaded.problems_per_kind.items())
+            + _not_shown(len(loaded.problems)))
     examples = tokenize_conversations(tokenizer, loaded.examples, cfg.data.max_length)
     stats = token_stats(examples, tokenizer.eos_token_id)
     log(stats.summary())
     check_trainable(stats, examples, tokenizer.eos_token_id)
     empty = [e for e in examples if e.num_trained == 0]
-    for e in empty:
+    for e in empty[:SHOWN_PER_KIND]:
         log(f"skipped {e.source}: no trained token left after truncation to max_length={cfg.data.max_length}")
+    if empty:
+        log(f"skipped {len(empty):,} example(s) whose reply starts beyond max_length={cfg.data.max_length}"
+            + _not_shown(len(empty)))
     report = {
         "files": loaded.formats_per_file,
         "records_per_format": dict(loaded.records_per_format),

@@ -124,3 +124,20 @@ def test_bad_records_stop_training_or_are_listed(tiny_neox, tmp_path):
     assert f"skipped {data}:8: instruction: expected a string, got int" in skipped
     assert any("skipped 4 invalid record(s)" in line for line in skipped)
     assert len(json.loads((out / "data_report.json").read_text())["skipped_records"]) == 4
+
+
+def test_many_skipped_examples_are_summed_up_on_screen_and_all_listed_in_the_report(tiny_neox, tmp_path):
+    from kotune.data.templates import install_template
+    from kotune.models.load import load_tokenizer
+    from kotune.sft.train import SHOWN_PER_KIND, prepare_examples
+
+    cfg = sft_config(tiny_neox, str(SAMPLES / "koalpaca_v1.0.sample.json"), tmp_path, "data.max_length=256")
+    tokenizer = load_tokenizer(str(tiny_neox))
+    install_template(tokenizer, "koalpaca")
+    logged = []
+    examples, report = prepare_examples(cfg, tokenizer, logged.append)
+    skipped = report["skipped_without_trained_tokens"]
+    assert len(skipped) > SHOWN_PER_KIND and len(examples) + len(skipped) == 2000  # nothing lost
+    per_line = [line for line in logged if line.endswith("no trained token left after truncation to max_length=256")]
+    assert len(per_line) == SHOWN_PER_KIND
+    assert f"skipped {len(skipped):,} example(s)" in logged[-1] and "all in data_report.json" in logged[-1]
