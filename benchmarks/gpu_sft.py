@@ -134,7 +134,7 @@ def report(runs: dict, model: dict, data: dict, device: str, peak: float | None,
     per_token = flops_per_token(model, data)
     lines = [f"{device}; GPT-NeoX {model['params'] / 1e9:.2f}B parameters (polyglot-ko-1.3b shape), "
              f"{data['examples']} KoAlpaca examples (mean {data['tokens'] / data['examples']:.0f} tokens, "
-             f"max_length {job.max_length}), {job.steps} steps x {job.global_batch}, bf16 autocast", "",
+             f"max_length {job.max_length}), {job.steps} steps x {job.global_batch}, bf16 autocast on a GPU", "",
              "| method | trained tokens/s | all tokens/s | MFU | kotune / method | peak GPU memory (GiB) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     mfu = {}
