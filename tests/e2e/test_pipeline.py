@@ -1,6 +1,7 @@
 """The quickstart pipeline, trimmed (same stages, fewer steps), from a clean folder through the real CLI."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -53,3 +54,20 @@ def test_a_failing_stage_is_named_and_earlier_outputs_kept(tmp_path):
     assert "stage sft failed" in result.stderr and "missing.json" in result.stderr
     assert (run_dir / "pretrain" / "model.safetensors").is_file()
     assert not (run_dir / ".stages" / "sft.json").exists()
+
+
+def test_pipeline_launches_its_training_stages_on_n_processes(tiny_neox, tmp_path):
+    """nproc: 2 runs SFT as `kotune sft --nproc 2` would (both ranks), and the pipeline carries on from its output."""
+    recipe = tmp_path / "pipeline.yaml"
+    recipe.write_text(
+        f"run_dir: {tmp_path / 'run'}\nbase_model: {tiny_neox}\nnproc: 2\n"
+        "sft:\n  recipe: recipes/sft/quickstart_tiny.yaml\n"
+        "  set: {train.max_steps: 2, train.global_batch_size: 8, train.micro_batch_size: 2, data.max_length: 256}\n",
+        encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "kotune.cli", "pipeline", str(recipe)], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "process 0 of 2 (MULTI_CPU)" in log and "process 1 of 2 (MULTI_CPU)" in log
+    assert (tmp_path / "run" / "sft" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "pipeline.json").read_text())["final_model"] == str(tmp_path / "run" / "sft")

@@ -58,6 +58,9 @@ class PipelineConfig:
     dpo: StageRecipe | None = opt(None, "DPO from the SFT model")
     eval_kobest: KobestStage | None = opt(None, "KoBEST through lm-eval: the base model and every trained stage")
     eval_generate: GenerateStage | None = opt(None, "generation checks: stop rate, repetition, loops")
+    nproc: int | None = opt(None, "train pretrain, sft, reward, dpo (and ppo with algo rloo|grpo) on N processes, each "
+                                  "stage launched as `kotune STAGE --nproc N` would; the other stages run in this process")
+    accelerate_config: str | None = opt(None, "launch those stages with this accelerate config (recipes/accelerate/)")
 
     def __post_init__(self) -> None:
         if self.sft is None:
@@ -68,6 +71,8 @@ class PipelineConfig:
             raise ValueError("ppo, dpo: choose one chat-tuning stage")
         if self.pretrain is None and self.base_model is None:
             raise ValueError("base_model: set it, or add a pretrain stage")
+        if self.nproc is not None and self.nproc < 1:
+            raise ValueError("nproc: must be at least 1")
 
     def stages(self) -> list[str]:
         return [name for name in ORDER if getattr(self, name)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kotune.config import apply_overrides, from_dict, save_config, to_dict
 from kotune.pipeline.config import ORDER, PipelineConfig
-from kotune.stages import RECIPE_STAGES
+from kotune.stages import LAUNCHABLE_STAGES, RECIPE_STAGES
 
 MARKERS = ".stages"  # run_dir/.stages/<stage>.json: written when a stage succeeds
 
@@ -90,8 +90,30 @@ class Pipeline:
 
     def _train(self, stage: str, wiring: dict) -> dict:
         cfg = _stage_config(stage, getattr(self.cfg, stage), wiring)
-        _import(RECIPE_STAGES[stage][2])(cfg, log=self.log)
+        if self._launches(stage, cfg):
+            self._launch(stage, cfg)
+        else:
+            _import(RECIPE_STAGES[stage][2])(cfg, log=self.log)
         return to_dict(cfg)
+
+    def _launches(self, stage: str, cfg) -> bool:
+        if self.cfg.nproc is None and self.cfg.accelerate_config is None or stage not in LAUNCHABLE_STAGES:
+            return False
+        refused = getattr(cfg, "multi_process_error", lambda: None)()
+        if refused:
+            self.log(f"  {stage} runs in this process: {refused.split(';')[0]}")
+        return not refused
+
+    def _launch(self, stage: str, cfg) -> None:
+        """The stage's resolved recipe, written beside the markers, run by `kotune STAGE` under the launcher."""
+        from kotune.launch import relaunch
+
+        recipe = self.run_dir / MARKERS / f"{stage}.launch.yaml"
+        save_config(cfg, recipe)
+        code = relaunch([stage, str(recipe)], self.cfg.nproc, self.cfg.accelerate_config)
+        if code:
+            raise RuntimeError(f"its launched processes exited with code {code} (their output is above); "
+                               f"recipe: {recipe}")
 
     def pretrain(self) -> dict:
         wiring = {"output_dir": str(self.out("pretrain"))}
