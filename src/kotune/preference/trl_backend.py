@@ -20,18 +20,7 @@ from kotune.config import save_config
 from kotune.data.templates import install_template
 from kotune.models.load import load_tokenizer
 from kotune.preference.models import resolve_precision, trl_precision_args
-
-
-def launch_world_size() -> int:
-    """Processes in this launch, as torchrun / accelerate launch announce them (1 without a launcher).
-
-    Read from the environment: accelerate's PartialState, asked before a trainer sets up torch.distributed,
-    reports one process on a CPU-only machine, which would make the global batch N times too large."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_first_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+from kotune.training.distributed import is_first_process, launch_world_size
 
 
 @dataclass
@@ -64,6 +53,7 @@ def start_stage(cfg, log=print) -> StageStart:
 
 def training_args(config_cls, train, output_dir: str | Path, precision: str, **extra):
     """A TRL `*Config` from our `TrainConfig`: global batch = micro batch x processes x accumulation."""
+    # Not PartialState's count: on CPU it says 1 before TRL sets up torch.distributed (a batch N times too large).
     world = launch_world_size()
     per_step = train.micro_batch_size * world
     if train.global_batch_size % per_step:

@@ -25,12 +25,25 @@ def make_accelerator(cfg: TrainConfig):
     if cpu_only and deepspeed:
         # accelerate knows no process-group backend for DeepSpeed without a GPU; DeepSpeed's CPU accelerator uses gloo.
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
-    # Otherwise on a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with cpu=True.
+    # Otherwise, on a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with
+    # cpu=True.
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_only and not deepspeed, kwargs_handlers=handlers)
     if accelerator.distributed_type == DistributedType.MULTI_CPU and _env_flag("ACCELERATE_USE_FSDP"):
         _enable_fsdp2_on_cpu(accelerator, mixed_precision)
     set_seed(cfg.seed)
     return accelerator
+
+
+def launch_world_size() -> int:
+    """Processes in this launch, as torchrun / accelerate launch announce them (1 without a launcher).
+
+    Read from the environment: accelerate's PartialState, asked before a trainer sets up torch.distributed,
+    reports one process on a CPU-only machine."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_first_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _env_flag(name: str) -> bool:
