@@ -113,3 +113,18 @@ def test_pretraining_from_scratch_under_zero3(tiny_neox, tmp_path):
     assert result["perplexity"] < result["perplexity_before"]
     assert len(metrics(tmp_path)) == 6
     assert AutoModelForCausalLM.from_pretrained(tmp_path).config.model_type == "gpt_neox"
+
+
+def test_reward_then_grpo_with_two_processes(single, tmp_path):
+    """The other TRL-backed stages under `--nproc 2`: a reward model (saved, reloaded and checked by the stage), then
+    GRPO against it. Both ranks take part in each; only the first writes."""
+    reward, policy = tmp_path / "rm", tmp_path / "grpo"
+    log = run([*KOTUNE, "reward", "recipes/preference/tiny_rm.yaml", f"model={single}", f"output_dir={reward}",
+               "train.max_steps=2", "train.global_batch_size=8", "train.micro_batch_size=2", "--nproc", "2"])
+    assert "process 0 of 2 (MULTI_CPU)" in log and "process 1 of 2 (MULTI_CPU)" in log
+    assert log.count("reload scores match") == 1
+    log = run([*KOTUNE, "ppo", "recipes/preference/tiny_ppo.yaml", "algo=grpo", f"model={single}",
+               f"reward_model={reward}", f"output_dir={policy}", "train.steps=2", "--nproc", "2"])
+    assert "process 0 of 2 (MULTI_CPU)" in log and "process 1 of 2 (MULTI_CPU)" in log
+    assert [r["step"] for r in metrics(policy)] == [1, 2]
+    assert (policy / "ppo_report.json").is_file() and (policy / "model.safetensors").is_file()
