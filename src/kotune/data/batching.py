@@ -47,6 +47,11 @@ class BatchPlan:
         return step / self.steps_per_epoch
 
 
+def micro_batches_per_rank(batch_size: int, world_size: int, micro_batch_size: int) -> int:
+    """How many micro-batches every process runs for a global batch of `batch_size` examples."""
+    return max(1, math.ceil(math.ceil(batch_size / world_size) / micro_batch_size))
+
+
 def split_for_rank(
     indices: list[int], lengths: list[int], rank: int, world_size: int, micro_batch_size: int
 ) -> list[list[int]]:
@@ -58,7 +63,6 @@ def split_for_rank(
     """
     ordered = sorted(indices, key=lambda i: lengths[i])
     mine = ordered[rank::world_size]
-    per_rank = math.ceil(len(ordered) / world_size)
-    count = max(1, math.ceil(per_rank / micro_batch_size))
+    count = micro_batches_per_rank(len(ordered), world_size, micro_batch_size)
     batches = [mine[k * micro_batch_size : (k + 1) * micro_batch_size] for k in range(count)]
     return batches

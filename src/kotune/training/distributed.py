@@ -5,11 +5,11 @@ it has on CPU-only machines, so that the tests run the same FSDP and DeepSpeed c
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 
+from kotune.data.batching import micro_batches_per_rank
 from kotune.training.config import TrainConfig, resolve_precision
 
 
@@ -71,11 +71,6 @@ def _enable_fsdp2_on_cpu(accelerator, mixed_precision: str) -> None:
     PartialState().distributed_type = accelerator.state.distributed_type = DistributedType.FSDP
 
 
-def micro_batches_per_rank(cfg: TrainConfig, world: int) -> int:
-    """How many micro-batches each process runs per optimizer step (as `kotune.data.batching.split_for_rank`)."""
-    return max(1, math.ceil(math.ceil(cfg.global_batch_size / world) / cfg.micro_batch_size))
-
-
 def configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
     """Batch sizes and clipping of a DeepSpeed launch come from the recipe, like every other launch.
 
@@ -83,7 +78,7 @@ def configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
     inside its engine step); values in the DeepSpeed config are replaced, so one recipe trains alike everywhere.
     """
     ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
-    accumulation = micro_batches_per_rank(cfg, accelerator.num_processes)
+    accumulation = micro_batches_per_rank(cfg.global_batch_size, accelerator.num_processes, cfg.micro_batch_size)
     ds_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
     ds_config["gradient_accumulation_steps"] = accumulation
     ds_config["train_batch_size"] = cfg.micro_batch_size * accumulation * accelerator.num_processes

@@ -13,9 +13,9 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from collections.abc import Callable
 from typing import Protocol
 
 import torch
