@@ -51,9 +51,9 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
 
         cfg = load_config(_import(config_path), args.recipe, args.overrides)  # a bad recipe fails before launching
         if getattr(args, "nproc", None) is not None or getattr(args, "accelerate_config", None) is not None:
-            from kotune.launch import relaunch
+            from kotune.launch import launch_refusal, relaunch
 
-            refused = getattr(cfg, "multi_process_error", lambda: None)()
+            refused = launch_refusal(cfg)
             if refused:
                 raise ValueError(refused)
             return relaunch([name, args.recipe, *args.overrides], args.nproc, args.accelerate_config)

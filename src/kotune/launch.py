@@ -13,6 +13,11 @@ import sys
 from pathlib import Path
 
 
+def launch_refusal(cfg) -> str | None:
+    """Why this stage config cannot run on several processes (a config says so in `multi_process_error`), or None."""
+    return getattr(cfg, "multi_process_error", lambda: None)()
+
+
 def launch_command(stage_args: list[str], nproc: int | None, accelerate_config: str | None) -> list[str]:
     """torchrun (DDP) without a config; `accelerate launch --config_file` with one (its num_processes unless N)."""
     if accelerate_config is not None:

@@ -99,9 +99,11 @@ class Pipeline:
     def _launches(self, stage: str, cfg) -> bool:
         if self.cfg.nproc is None and self.cfg.accelerate_config is None or stage not in LAUNCHABLE_STAGES:
             return False
-        refused = getattr(cfg, "multi_process_error", lambda: None)()
+        from kotune.launch import launch_refusal
+
+        refused = launch_refusal(cfg)
         if refused:
-            self.log(f"  {stage} runs in this process: {refused.split(';')[0]}")
+            self.log(f"  {stage} runs in this process: {refused}")
         return not refused
 
     def _launch(self, stage: str, cfg) -> None:

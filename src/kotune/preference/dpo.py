@@ -44,9 +44,11 @@ def build_trainer(cfg: DPOConfig, model, tokenizer, data, out: Path, precision: 
     if cfg.algo == "dpo":
         from trl import DPOConfig as Args
 
-        losses = {"loss_type": [cfg.loss_type, "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {
-            "loss_type": [cfg.loss_type]}
-        args = tb.training_args(Args, cfg.train, out / "trainer", precision, beta=cfg.beta, max_length=None, **losses)
+        loss_type, loss_weights = [cfg.loss_type], None  # TRL's default: every listed loss weighs 1
+        if cfg.sft_weight:
+            loss_type, loss_weights = [cfg.loss_type, "sft"], [1.0, cfg.sft_weight]
+        args = tb.training_args(Args, cfg.train, out / "trainer", precision, beta=cfg.beta, max_length=None,
+                                loss_type=loss_type, loss_weights=loss_weights)
         return tb.pretokenized_dpo()(model=model, ref_model=ref, args=args, train_dataset=tb.pair_dataset(data.train),
                                      eval_dataset=tb.pair_dataset(data.eval) if data.eval else None, **common)
     if cfg.algo == "kto":
@@ -80,8 +82,7 @@ def run(cfg: DPOConfig, log=print) -> Path:
     import torch
 
     check_lora_start(cfg.model, cfg.method)
-    start = tb.start_stage(cfg, log)
-    out, precision, tokenizer, template, log = start.out, start.precision, start.tokenizer, start.template, start.log
+    out, precision, tokenizer, template, log = tb.start_stage(cfg, log)
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
 
     torch.manual_seed(cfg.train.seed)

@@ -89,8 +89,7 @@ def run_online(cfg, log=print) -> Path:
         # TRL reloads the reference from the model's config path, which for a merged adapter is the raw base.
         raise ValueError(f"algo {cfg.algo} with method full reloads its KL reference from the model path, and {cfg.model} "
                          "is a LoRA adapter: merge it first (`kotune lora merge`) and point model at the merged folder")
-    start = start_stage(cfg, log)
-    out, precision, tokenizer, template, log = start.out, start.precision, start.tokenizer, start.template, start.log
+    out, precision, tokenizer, template, log = start_stage(cfg, log)
     torch.manual_seed(cfg.train.seed)
     prompts, data_report = prepare_prompts(cfg.data, tokenizer, log)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from kotune.preference.models import (
 from kotune.preference.pairs import prepare_prompts
 from kotune.preference.rollout import Batch, build_batch, sample_replies, token_logprobs, token_values
 from kotune.preference.scoring import check_reward_model, load_reward_model, score_sequences
+from kotune.training.distributed import launch_world_size
 
 CURVES = ["reward", "kl", "policy_loss", "value_loss", "policy_grad_norm", "value_grad_norm"]
 
@@ -229,7 +229,7 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
         from kotune.preference.online import run_online
 
         return run_online(cfg, log)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launch_world_size() > 1:
         raise ValueError(cfg.multi_process_error())
     check_lora_start(cfg.model, cfg.method)
     out = Path(cfg.output_dir)

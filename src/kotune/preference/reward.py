@@ -67,8 +67,7 @@ def run(cfg: RewardConfig, log=print) -> Path:
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    start = start_stage(cfg, log)
-    out, precision, tokenizer, template, log = start.out, start.precision, start.tokenizer, start.template, start.log
+    out, precision, tokenizer, template, log = start_stage(cfg, log)
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
 
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation

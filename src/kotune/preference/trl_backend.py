@@ -12,19 +12,18 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from kotune.common.metrics import MetricsLog
 from kotune.config import save_config
 from kotune.data.templates import install_template
 from kotune.models.load import load_tokenizer
 from kotune.preference.models import resolve_precision, trl_precision_args
-from kotune.training.distributed import is_first_process, launch_world_size
+from kotune.training.distributed import env_flag, is_first_process, launch_world_size
 
 
-@dataclass
-class StageStart:
+class StageStart(NamedTuple):
     out: Path
     precision: str
     tokenizer: object
@@ -35,8 +34,7 @@ class StageStart:
 def start_stage(cfg, log=print) -> StageStart:
     """The opening every TRL-backed stage shares: output folder and config.yaml (first process), precision, the
     tokenizer with the recipe's chat template. Messages are printed once per launch, not once per process."""
-    sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get(
-        "ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    sharded = env_flag("ACCELERATE_USE_FSDP") or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
     if sharded:  # the first process saves and checks the model from its own copy of the weights: sharded, a part
         raise ValueError("the reward, DPO and RLOO/GRPO stages run with DDP (torchrun, --nproc, recipes/accelerate/"
                          "ddp.yaml), not with FSDP or ZeRO-3; for a model too large for that, use method=lora")

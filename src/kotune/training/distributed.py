@@ -20,7 +20,7 @@ def make_accelerator(cfg: TrainConfig):
     precision = resolve_precision(cfg.precision)
     mixed_precision = {"fp32": "no"}.get(precision, precision)  # the recipe decides, not the launch config
     cpu_only = not torch.cuda.is_available()
-    deepspeed = _env_flag("ACCELERATE_USE_DEEPSPEED")
+    deepspeed = env_flag("ACCELERATE_USE_DEEPSPEED")
     handlers = []
     if cpu_only and deepspeed:
         # accelerate knows no process-group backend for DeepSpeed without a GPU; DeepSpeed's CPU accelerator uses gloo.
@@ -28,7 +28,7 @@ def make_accelerator(cfg: TrainConfig):
     # Otherwise, on a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with
     # cpu=True.
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_only and not deepspeed, kwargs_handlers=handlers)
-    if accelerator.distributed_type == DistributedType.MULTI_CPU and _env_flag("ACCELERATE_USE_FSDP"):
+    if accelerator.distributed_type == DistributedType.MULTI_CPU and env_flag("ACCELERATE_USE_FSDP"):
         _enable_fsdp2_on_cpu(accelerator, mixed_precision)
     set_seed(cfg.seed)
     return accelerator
@@ -46,7 +46,8 @@ def is_first_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """An on/off variable as `accelerate launch` writes them (true/false)."""
     return os.environ.get(name, "false").lower() in ("1", "true", "yes")
 
 
