@@ -19,6 +19,17 @@ from kotune.preference.scoring import RewardModelError
 QUIET = dict(log=lambda *_: None)
 
 
+def flat_reward_model(toy_rm, out):
+    """The trained reward model with its head zeroed: it saves and reloads faithfully but scores everything 0."""
+    from transformers import AutoTokenizer
+
+    rm = AutoModelForSequenceClassification.from_pretrained(toy_rm)
+    torch.nn.init.zeros_(rm.score.weight)
+    rm.save_pretrained(out)
+    AutoTokenizer.from_pretrained(toy_rm).save_pretrained(out)
+    return out
+
+
 def ppo_config(model, rm, prompts, out, *overrides):
     return load_config(PPOConfig, None, [
         f"model={model}", f"reward_model={rm}", f"output_dir={out}", f"data.files=[{prompts}]",
@@ -77,13 +88,7 @@ def test_guard_fires_when_the_reward_model_is_the_critic_itself(toy_sft, toy_rm,
 def test_guard_fires_when_rewards_equal_values(toy_sft, toy_rm, toy_prompts, tmp_path):
     # A "reward model" whose head outputs 0: saved and reloaded faithfully, so the probe check passes, but the critic
     # built from it values every state at 0 = every reward, and with KL 0 nothing can be learned.
-    flat = tmp_path / "flat_rm"
-    rm = AutoModelForSequenceClassification.from_pretrained(toy_rm)
-    torch.nn.init.zeros_(rm.score.weight)
-    rm.save_pretrained(flat)
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(toy_rm).save_pretrained(flat)
+    flat = flat_reward_model(toy_rm, tmp_path / "flat_rm")
     with pytest.raises(PPOSetupError, match="rewards are identical to values"):
         run(ppo_config(toy_sft, flat, toy_prompts, tmp_path / "flat"), **QUIET)
 
@@ -133,13 +138,7 @@ def test_trl_online_algorithms_use_the_checked_reward_model(toy_sft, toy_rm, toy
 
 
 def test_trl_online_guard_fires_when_no_completion_is_told_apart(toy_sft, toy_rm, toy_prompts, tmp_path):
-    flat = tmp_path / "flat_rm"
-    rm = AutoModelForSequenceClassification.from_pretrained(toy_rm)
-    torch.nn.init.zeros_(rm.score.weight)
-    rm.save_pretrained(flat)
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(toy_rm).save_pretrained(flat)
+    flat = flat_reward_model(toy_rm, tmp_path / "flat_rm")
     with pytest.raises(PPOSetupError, match="every advantage is 0"):
         run(ppo_config(toy_sft, flat, toy_prompts, tmp_path / "rloo_flat", "algo=rloo", "ppo.num_generations=4",
                        "ppo.ppo_epochs=1"), **QUIET)
