@@ -152,16 +152,50 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+# Recipes are a few dozen lines; a file this large is not one (and YAML would hold it several times over).
+MAX_RECIPE_BYTES = 2**20
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The mapping in YAML file `path` ({} for an empty file).
+
+    Raises:
+        ConfigError: `FILE:LINE: yaml: reason (column C)` for bad syntax, and a clear line for unreadable,
+            non-UTF-8, deeply nested or enormous files, or a file that is not a mapping.
+    """
+    try:
+        if Path(path).stat().st_size > MAX_RECIPE_BYTES:
+            raise ConfigError(f"{path}: {Path(path).stat().st_size:,} bytes is not a recipe (at most {MAX_RECIPE_BYTES:,})")
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: encoding: invalid UTF-8 byte 0x{raw[e.start]:02x}; save the recipe as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        column = f" (column {mark.column + 1})" if mark else ""
+        context = f", {e.context}" if e.context else ""
+        raise ConfigError(f"{where}: yaml: {e.problem or 'invalid YAML'}{context}{column}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: yaml: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: yaml: nested too deeply to read") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: recipe: expected a mapping of keys, got {type(data).__name__}")
+    return data
+
+
 def load_config(cls: type[T], path: str | None, overrides: list[str] | None = None) -> T:
     """Read recipe `path` (or nothing), apply overrides, and build `cls`."""
-    data: dict = {}
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as e:
-            raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    data = read_recipe(path) if path else {}
     data = apply_overrides(data, overrides or [])
     try:
         return from_dict(cls, data)

@@ -1,4 +1,5 @@
-"""`kotune data check FILE...`: validate data files and report every problem with its line."""
+"""`kotune data check FILE...`: validate data files and report every problem with its line (and record number
+where a line holds several records)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,6 @@ def run(files: list[str], format: str | None = None, out=print) -> int:
         out(f"  {name}: {count:,} records -> {examples:,} {unit} ({kind})")
     kinds = Counter(p.kind for p in result.problems)
     out(f"problems: {len(result.problems):,}" + (" (" + ", ".join(f"{k}: {v:,}" for k, v in sorted(kinds.items())) + ")" if kinds else ""))
-    for problem in sorted(result.problems, key=lambda p: (p.path, p.line)):
+    for problem in sorted(result.problems, key=lambda p: (p.path, p.line, -1 if p.index is None else p.index)):
         out(str(problem))
     return 1 if result.problems else 0

@@ -3,17 +3,18 @@
 Large corpora are read line by line, never whole. Plain text: one document per non-blank line, or per
 blank-line-separated paragraph. JSON Lines: the `text` field of each record, or, for instruction/chat records,
 their messages joined by newlines. Other files kotune reads (JSON arrays, KoChatGPT logs) are converted through
-the same loaders as training data. A line that cannot be read is an error naming file and line.
+the same loaders as training data. Every line that cannot be read is listed (file, line, field) once the
+other documents are read, and the run fails then.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from kotune.data.formats import FieldError, detect_format
 from kotune.data.loading import LoadResult, load_file
+from kotune.data.records import RecordError, decode_line, loads, read_lines, too_long
 from kotune.data.schema import Conversation, DataError, PreferencePair, Problem, Source
 
 
@@ -25,52 +26,60 @@ def _example_text(example) -> str:
     raise TypeError(type(example))
 
 
-def _jsonl_documents(path: str, text_field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8-sig", errors="strict", newline=None) as f:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError([Problem(path, lineno, "json", e.msg, "json")]) from None
-                if isinstance(rec, dict) and isinstance(rec.get(text_field), str):
-                    if rec[text_field].strip():
-                        yield rec[text_field]
-                    continue
-                fmt = detect_format(rec)
-                if fmt is None:
-                    raise DataError([Problem(path, lineno, text_field, f"no {text_field!r} field and no known format", "missing_field")])
-                try:
-                    for example in fmt.convert(rec, Source(path, lineno)):
-                        yield _example_text(example)
-                except FieldError as e:
-                    raise DataError([Problem(path, lineno, e.field, e.reason, e.kind)]) from None
-        except UnicodeDecodeError as e:
-            raise DataError([Problem(path, lineno + 1, "encoding", f"invalid UTF-8: {e.reason}", "encoding")]) from None
+def _jsonl_documents(path: str, text_field: str, problems: list[Problem]) -> Iterator[str]:
+    """Documents of a JSON Lines corpus, streamed; every unreadable line is added to `problems` and skipped."""
+    index = 0
+    with open(path, "rb") as f:
+        for line in read_lines(f):
+            if line.data is not None and not line.data.strip(b" \t"):
+                continue
+            src = Source(path, line.number, index)
+            index += 1
+            try:
+                if line.data is None:
+                    raise too_long(line.size)
+                rec = loads(decode_line(line.data))
+            except RecordError as e:
+                problems.append(Problem.at(src, e.field, e.reason, e.kind))
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get(text_field), str):
+                if rec[text_field].strip():
+                    yield rec[text_field]
+                continue
+            fmt = detect_format(rec)
+            if fmt is None:
+                problems.append(Problem.at(src, text_field, f"no {text_field!r} field and no known format", "missing_field"))
+                continue
+            try:
+                examples = fmt.convert(rec, src)
+            except FieldError as e:
+                problems.append(Problem.at(src, e.field, e.reason, e.kind))
+                continue
+            yield from map(_example_text, examples)
 
 
-def _text_documents(path: str, unit: str) -> Iterator[str]:
-    with open(path, encoding="utf-8-sig", newline=None) as f:
-        paragraph: list[str] = []
-        lineno = 0
-        try:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\n")
-                if unit == "line":
-                    if line.strip():
-                        yield line
-                elif line.strip():
-                    paragraph.append(line)
-                elif paragraph:
-                    yield "\n".join(paragraph)
-                    paragraph = []
-        except UnicodeDecodeError as e:
-            raise DataError([Problem(path, lineno + 1, "encoding", f"invalid UTF-8: {e.reason}", "encoding")]) from None
-        if paragraph:
-            yield "\n".join(paragraph)
+def _text_documents(path: str, unit: str, problems: list[Problem]) -> Iterator[str]:
+    """Documents of a plain-text corpus, streamed; a line that is not UTF-8 or too long is reported and skipped."""
+    paragraph: list[str] = []
+    with open(path, "rb") as f:
+        for line in read_lines(f):
+            try:
+                if line.data is None:
+                    raise too_long(line.size)
+                text = decode_line(line.data)
+            except RecordError as e:
+                problems.append(Problem(path, line.number, e.field, e.reason, e.kind))
+                continue
+            if unit == "line":
+                if text.strip():
+                    yield text
+            elif text.strip():
+                paragraph.append(text)
+            elif paragraph:
+                yield "\n".join(paragraph)
+                paragraph = []
+    if paragraph:
+        yield "\n".join(paragraph)
 
 
 def iter_documents(paths: list[str | Path], *, text_field: str = "text", unit: str = "line") -> Iterator[str]:
@@ -81,20 +90,23 @@ def iter_documents(paths: list[str | Path], *, text_field: str = "text", unit: s
         unit: for plain text, "line" (one document per line) or "paragraph" (blank-line separated).
 
     Raises:
-        DataError: naming file and line of anything unreadable; FileNotFoundError for a missing file.
+        DataError: after the last document, listing every unreadable line of every file (FILE:LINE: field:
+            reason); FileNotFoundError for a missing file.
     """
+    problems: list[Problem] = []
     for path in map(str, paths):
         if not Path(path).is_file():
             raise FileNotFoundError(f"corpus file not found: {path}")
         with open(path, "rb") as f:
             head = f.read(4096).decode("utf-8", errors="ignore").lstrip("\ufeff").lstrip()
         if path.endswith(".txt") and "<<start conversation>>" not in head:
-            yield from _text_documents(path, unit)
+            yield from _text_documents(path, unit, problems)
         elif path.endswith(".jsonl") and head.startswith("{"):
-            yield from _jsonl_documents(path, text_field)
+            yield from _jsonl_documents(path, text_field, problems)
         else:
             result = LoadResult()
             load_file(path, result)
-            if result.problems:
-                raise DataError(result.problems)
+            problems.extend(result.problems)
             yield from (_example_text(e) for e in result.examples)
+    if problems:
+        raise DataError(problems, "Fix or remove these lines; every other document was read.")

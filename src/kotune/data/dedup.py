@@ -269,14 +269,14 @@ def dedup(texts: Sequence[str], threshold: float = 0.7, *, pool: Iterable[str] =
 # ---------------------------------------------------------------------------- `kotune data dedup FILE`
 
 
-def _instruction_of(fmt, rec: object, path: str, line: int) -> str:
+def _instruction_of(fmt, rec) -> str:
     """The text compared for a record: Alpaca compares the instruction; for chats, the first user turn."""
     from kotune.data.formats import FieldError
-    from kotune.data.schema import Conversation, Source
+    from kotune.data.schema import Conversation
 
-    if not isinstance(rec, dict):
-        raise FieldError("record", f"expected an object, got {type(rec).__name__}", "wrong_type")
-    examples = fmt.convert(rec, Source(path, line))
+    if not isinstance(rec.value, dict):
+        raise FieldError("record", f"expected an object, got {type(rec.value).__name__}", "wrong_type")
+    examples = fmt.convert(rec.value, rec.source)
     if not examples:
         raise FieldError("record", "holds no example", "empty")
     first = examples[0]
@@ -302,11 +302,15 @@ def run(path: str, threshold: float = 0.7, out: str | None = None, echo=print, s
     """`kotune data dedup FILE`: drop near-duplicate records (file order), write the rest, report each pair.
 
     Writes OUT (default FILE.dedup.json/.jsonl; `.json` gives a JSON array, anything else JSON Lines) and
-    OUT's `.dropped.jsonl` with one line per dropped record and the kept record that caused it. Records that
-    cannot be converted are kept unchanged and listed (`kotune data check` explains them).
+    OUT's `.dropped.jsonl` with one line per dropped record and the kept record that caused it (record numbers
+    and lines of both). Records that cannot be converted are kept unchanged and listed (`kotune data check`
+    explains them).
 
     Returns:
         Exit code 0.
+
+    Raises:
+        DataError: the file holds records that cannot be read (every one listed), so nothing is written.
     """
     from kotune.data.formats import FORMATS, FieldError, detect_format
     from kotune.data.records import read_records
@@ -317,34 +321,39 @@ def run(path: str, threshold: float = 0.7, out: str | None = None, echo=print, s
         raise ValueError(f"{path}: plain-text conversation logs cannot be rewritten; convert them to JSON Lines first")
     if raw.problems:
         raise DataError(raw.problems, f"`kotune data check {path}` lists them; fix them before deduplicating.")
-    fmt = next((f for _, rec in raw.records if (f := detect_format(rec))), None)
+    fmt = next((f for rec in raw.records if (f := detect_format(rec.value))), None)
     if fmt is None:
-        raise DataError([Problem(path, raw.records[0][0], "format", f"cannot tell the format; known: {', '.join(FORMATS)}")])
+        raise DataError([Problem(path, raw.records[0].line, "format", f"cannot tell the format; known: {', '.join(FORMATS)}")])
     out_path = Path(out) if out else _default_out(path)
     if out_path.resolve() == Path(path).resolve():
         raise ValueError(f"--out: {out_path} is the input file; write to another file")
 
-    texts, lines, invalid = [], [], []
-    for line, rec in raw.records:
+    # Records are keyed by their index in the file, never their line: a one-line JSON array has every record on
+    # line 1, and a record shares its fate (and its report row) with no other.
+    offered, texts, invalid = [], [], []
+    for rec in raw.records:
         try:
-            texts.append(_instruction_of(fmt, rec, path, line))
-            lines.append(line)
+            texts.append(_instruction_of(fmt, rec))
+            offered.append(rec)
         except FieldError as e:
-            invalid.append(Problem(path, line, e.field, e.reason, e.kind))
-    decisions = DedupIndex(threshold).offer(texts, lines)
-    dropped_lines = {line: m for line, m in zip(lines, decisions) if m is not None}
-    kept = [rec for line, rec in raw.records if line not in dropped_lines]
+            invalid.append(Problem.at(rec.source, e.field, e.reason, e.kind))
+    decisions = DedupIndex(threshold).offer(texts, [rec.index for rec in offered])
+    by_index = {rec.index: rec for rec in raw.records}
+    dropped = [(rec, text, m) for rec, text, m in zip(offered, texts, decisions) if m is not None]
+    dropped_indices = {rec.index for rec, _, _ in dropped}
+    kept = [rec.value for rec in raw.records if rec.index not in dropped_indices]
     _write(kept, out_path)
     report = out_path.with_name(f"{out_path.stem}.dropped.jsonl")
-    text_at = dict(zip(lines, texts))
-    rows = [{"line": line, "instruction": text_at[line], "kept_line": m.key, "kept_instruction": m.text,
-             "rouge_l": round(m.score, 4)} for line, m in dropped_lines.items()]
+    # `record` is the 1-based number of the record in FILE (as printed), `line` where it starts.
+    rows = [{"record": rec.index + 1, "line": rec.line, "instruction": text, "kept_record": m.key + 1,
+             "kept_line": by_index[m.key].line, "kept_instruction": m.text, "rouge_l": round(m.score, 4)}
+            for rec, text, m in dropped]
     _write(rows, report)
 
     echo(f"{path}: {len(raw.records):,} records ({fmt.name}); ROUGE-L F on characters > {threshold} is a duplicate")
-    for row in rows[:show]:
-        echo(f"{path}:{row['line']}: dropped {row['instruction'][:60]!r} ~ line {row['kept_line']} "
-             f"{row['kept_instruction'][:60]!r} (ROUGE-L {row['rouge_l']:.3f})")
+    for (rec, text, m), row in list(zip(dropped, rows))[:show]:
+        echo(f"{rec.source}: dropped {text[:60]!r} ~ line {by_index[m.key].source.location} "
+             f"{m.text[:60]!r} (ROUGE-L {row['rouge_l']:.3f})")
     if len(rows) > show:
         echo(f"... and {len(rows) - show:,} more dropped pairs in {report}")
     for problem in invalid:

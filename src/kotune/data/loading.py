@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from kotune.data.formats import FORMATS, FieldError, Format, detect_format, parse_kochatgpt_conversations
-from kotune.data.records import read_records
+from kotune.data.records import MAX_FIELD_CHARS, Record, read_records
 from kotune.data.schema import Conversation, DataError, PreferencePair, Problem, Source
 
 
@@ -29,19 +29,30 @@ class LoadResult:
         return Counter(p.kind for p in self.problems)
 
 
-def _file_format(path: str, records: list[tuple[int, object]], forced: str | None) -> Format | Problem:
+def _file_format(path: str, records: list[Record], forced: str | None) -> Format | Problem:
     if forced:
         if forced not in FORMATS:
             return Problem(path, 0, "format", f"unknown format {forced!r}; known: {', '.join(FORMATS)}", "unknown_format")
         return FORMATS[forced]
-    for line, rec in records:
-        fmt = detect_format(rec)
+    for rec in records:
+        fmt = detect_format(rec.value)
         if fmt:
             return fmt
-    keys = sorted(records[0][1]) if records and isinstance(records[0][1], dict) else []
-    return Problem(path, records[0][0] if records else 1, "format",
+    keys = sorted(map(str, records[0].value))[:20] if records and isinstance(records[0].value, dict) else []
+    return Problem(path, records[0].line if records else 1, "format",
                    f"cannot tell the format from keys {keys}; set `format:` (one of {', '.join(FORMATS)})",
                    "unknown_format")
+
+
+def _too_long_turn(conversation: Conversation, errors: list) -> bool:
+    """Report (in `errors`) a turn longer than MAX_FIELD_CHARS: text logs have no JSON reader to bound them."""
+    for i, m in enumerate(conversation.messages):
+        if len(m.content) > MAX_FIELD_CHARS:
+            errors.append((conversation.source.line, FieldError(
+                f"turn {i + 1}", f"{len(m.content):,} characters, more than the {MAX_FIELD_CHARS:,} kotune reads in "
+                "one field (see MAX_FIELD_CHARS)", "too_large")))
+            return True
+    return False
 
 
 def load_file(path: str, result: LoadResult, forced_format: str | None = None) -> None:
@@ -53,6 +64,7 @@ def load_file(path: str, result: LoadResult, forced_format: str | None = None) -
     if raw.layout == "text" or forced_format == "kochatgpt_conversation":
         fmt_name = "kochatgpt_conversation"
         conversations, errors = parse_kochatgpt_conversations(raw.text, path)
+        conversations = [c for c in conversations if not _too_long_turn(c, errors)]
         result.examples.extend(conversations)
         result.records_per_format[fmt_name] += len(conversations) + len(errors)
         result.examples_per_format[fmt_name] += len(conversations)
@@ -64,17 +76,17 @@ def load_file(path: str, result: LoadResult, forced_format: str | None = None) -
         result.problems.append(fmt)
         return
     result.formats_per_file[path] = fmt.name
-    # A record that is not even valid JSON is still a record of this file: count it with its format.
-    result.records_per_format[fmt.name] += sum(p.kind == "json" for p in raw.problems)
-    for line, rec in raw.records:
+    # A record that could not even be read (invalid JSON, too large) is still a record of this file: count it.
+    result.records_per_format[fmt.name] += raw.unreadable
+    for rec in raw.records:
         result.records_per_format[fmt.name] += 1
-        if not isinstance(rec, dict):
-            result.problems.append(Problem(path, line, "record", f"expected an object, got {type(rec).__name__}", "wrong_type"))
+        if not isinstance(rec.value, dict):
+            result.problems.append(Problem.at(rec.source, "record", f"expected an object, got {type(rec.value).__name__}", "wrong_type"))
             continue
         try:
-            converted = fmt.convert(rec, Source(path, line))
+            converted = fmt.convert(rec.value, rec.source)
         except FieldError as e:
-            result.problems.append(Problem(path, line, e.field, e.reason, e.kind))
+            result.problems.append(Problem.at(rec.source, e.field, e.reason, e.kind))
             continue
         result.examples.extend(converted)
         result.examples_per_format[fmt.name] += len(converted)

@@ -1,7 +1,7 @@
 """The one internal schema every input format is converted to.
 
 A training example is a `Conversation` (SFT) or a `PreferencePair` (reward model, DPO). Every record keeps a
-`Source` so that any later error can still name the file and line it came from.
+`Source` (file, index of the record in it, and its line) so that any later error can still name where it came from.
 """
 
 from __future__ import annotations
@@ -15,13 +15,28 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class Source:
-    """Where a record came from: file path and 1-based line of the record's first character."""
+    """Where a record came from.
+
+    A record's identity is its `index` (0-based position among the file's records), never its line: a JSON
+    array written by `json.dump` holds every record on line 1. `line` (1-based, the record's first character)
+    only tells the user where to look; when other records start on the same line (`shared_line`) the record's
+    number (index + 1) is printed too.
+    """
 
     path: str
     line: int
+    index: int | None = None
+    shared_line: bool = False
+
+    @property
+    def location(self) -> str:
+        """`LINE`, or `LINE (record N)` when the line holds more than one record."""
+        if self.shared_line and self.index is not None:
+            return f"{self.line} (record {self.index + 1})"
+        return str(self.line)
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}"
+        return f"{self.path}:{self.location}"
 
 
 @dataclass(frozen=True)
@@ -72,22 +87,34 @@ class PreferencePair:
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with one record, printed as `FILE:LINE: field: reason`."""
+    """One thing wrong with one record, printed as `FILE:LINE: field: reason` (`FILE:LINE (record N): ...` when
+    the line holds several records). `index` is the record's position in its file, None for file-level problems."""
 
     path: str
     line: int
     field: str
     reason: str
     kind: str = field(default="invalid")
+    index: int | None = None
+    shared_line: bool = False
+
+    @classmethod
+    def at(cls, source: Source, field: str, reason: str, kind: str = "invalid") -> Problem:
+        """A problem with the record at `source`."""
+        return cls(source.path, source.line, field, reason, kind, source.index, source.shared_line)
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.field}: {self.reason}"
+        where = Source(self.path, self.line, self.index, self.shared_line)
+        return f"{where}: {self.field}: {self.reason}"
 
 
 class DataError(ValueError):
     """Raised when training data is bad and the recipe did not ask to skip invalid records."""
 
     def __init__(self, problems: list[Problem], hint: str = ""):
+        # Listed file by file (in the order files were read), then in file order.
+        files = {p.path: i for i, p in reversed(list(enumerate(problems)))}
+        problems = sorted(problems, key=lambda p: (files[p.path], p.line, -1 if p.index is None else p.index))
         self.problems = problems
         lines = [str(p) for p in problems[:50]]
         if len(problems) > 50:

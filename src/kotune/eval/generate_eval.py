@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kotune.data.records import RecordError, decode_line, read_lines, read_records, too_long
+from kotune.data.schema import DataError, Problem
 from kotune.eval.generation_checks import DEFAULT_LOOP_RULE, LoopRule, ReplyCheck, check_reply, summarize
 from kotune.eval.runs import (
     GENERATION_JSON,
@@ -48,30 +50,40 @@ class Prompt:
 # ------------------------------------------------------------------------------------------ prompts
 
 
-def _prompt_from_record(rec, where: str, index: int) -> Prompt:
+def _prompt_from_record(rec, index: int) -> Prompt:
+    """One prompt; raises RecordError naming the field that is wrong."""
     if isinstance(rec, str):
         rec = {"prompt": rec}
     if not isinstance(rec, dict):
-        raise ValueError(f"{where}: expected an object with prompt or messages, or a string, got {type(rec).__name__}")
+        raise RecordError("record", f"expected an object with prompt or messages, or a string, got {type(rec).__name__}", "wrong_type")
     if "messages" in rec:
         messages = rec["messages"]
         if not isinstance(messages, list) or not messages:
-            raise ValueError(f"{where}: messages: expected a non-empty list of {{role, content}}")
+            raise RecordError("messages", "expected a non-empty list of {role, content}", "wrong_type")
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise ValueError(f"{where}: messages[{i}]: expected {{\"role\": {'|'.join(ROLES)}, \"content\": str}}")
+                raise RecordError(f"messages[{i}]", f"expected {{\"role\": {'|'.join(ROLES)}, \"content\": str}}", "wrong_type")
         if messages[-1]["role"] != "user":
-            raise ValueError(f"{where}: messages: the last turn must be the user's (the model writes the next one)")
+            raise RecordError("messages", "the last turn must be the user's (the model writes the next one)", "turns")
     elif isinstance(rec.get("prompt"), str) or isinstance(rec.get("instruction"), str):
-        text = rec.get("prompt", rec.get("instruction"))
+        key = "prompt" if isinstance(rec.get("prompt"), str) else "instruction"
+        text = rec[key]
         if rec.get("input"):  # Alpaca-style records: the input follows the instruction, as kotune's templates do
+            if not isinstance(rec["input"], str):
+                raise RecordError("input", f"expected a string, got {type(rec['input']).__name__}", "wrong_type")
             text = f"{text}\n\n{rec['input']}"
         messages = [{"role": "user", "content": text}]
     else:
-        raise ValueError(f"{where}: expected a \"prompt\" (or \"instruction\") string or a \"messages\" list")
+        raise RecordError("record", "expected a \"prompt\" (or \"instruction\") string or a \"messages\" list", "missing_field")
     if not messages[-1]["content"].strip():
-        raise ValueError(f"{where}: the prompt is empty")
-    return Prompt(id=str(rec.get("id", index + 1)), messages=messages, category=rec.get("category"))
+        raise RecordError("prompt", "the prompt is empty", "empty")
+    category = rec.get("category")
+    if category is not None and not isinstance(category, str):
+        raise RecordError("category", f"expected a string, got {type(category).__name__}", "wrong_type")
+    pid = rec.get("id", index + 1)
+    if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+        raise RecordError("id", f"expected a string or an integer, got {type(pid).__name__}", "wrong_type")
+    return Prompt(id=str(pid), messages=messages, category=category)
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
@@ -79,31 +91,37 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     optional `id`, `category`), .json (a list of such objects or of strings), anything else one prompt per line.
 
     Raises:
-        ValueError: naming the file, line (or item) and field that is wrong.
+        DataError: listing every bad record as FILE:LINE: field: reason (a ValueError).
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
     prompts: list[Prompt] = []
-    if path.suffix == ".json":
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(records, list):
-            raise ValueError(f"{path}: expected a JSON list of prompts")
-        prompts = [_prompt_from_record(r, f"{path}: item {i}", i) for i, r in enumerate(records)]
-    elif path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+    problems: list[Problem] = []
+    if path.suffix in (".json", ".jsonl"):
+        raw = read_records(path)
+        problems.extend(raw.problems)
+        if raw.layout == "text" and not raw.problems:
+            problems.append(Problem(str(path), 1, "file", "expected a JSON list or JSON Lines of prompts", "format"))
+        for rec in raw.records:
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
-            prompts.append(_prompt_from_record(rec, f"{path}:{lineno}", len(prompts)))
+                prompts.append(_prompt_from_record(rec.value, rec.index))
+            except RecordError as e:
+                problems.append(Problem.at(rec.source, e.field, e.reason, e.kind))
+    elif not path.is_file():
+        raise FileNotFoundError(f"prompt file not found: {path}")
     else:
-        prompts = [Prompt(id=str(i + 1), messages=[{"role": "user", "content": line.strip()}])
-                   for i, line in enumerate(ln for ln in text.splitlines() if ln.strip())]
+        with open(path, "rb") as f:
+            for line in read_lines(f):
+                try:
+                    text = decode_line(line.data) if line.data is not None else None
+                    if text is None:
+                        raise too_long(line.size)
+                except RecordError as e:
+                    problems.append(Problem(str(path), line.number, e.field, e.reason, e.kind))
+                    continue
+                if text.strip():
+                    prompts.append(Prompt(id=str(len(prompts) + 1), messages=[{"role": "user", "content": text.strip()}]))
+    if problems:
+        raise DataError(problems, "Fix these prompts (each needs a prompt/instruction string or a messages list).")
     if not prompts:
         raise ValueError(f"{path}: no prompts found")
     ids = [p.id for p in prompts]

@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from kotune.config import apply_overrides, from_dict, save_config, to_dict
+from kotune.config import apply_overrides, from_dict, read_recipe, save_config, to_dict
 from kotune.pipeline.config import ORDER, PipelineConfig
 from kotune.stages import LAUNCHABLE_STAGES, RECIPE_STAGES
 
@@ -43,9 +43,7 @@ def _dotted(mapping: dict, prefix: str = "") -> list[str]:
 
 def _stage_config(name: str, spec, wiring: dict):
     """The stage's recipe + the pipeline's `set` overrides + the paths the pipeline wires in (which win)."""
-    import yaml
-
-    data = yaml.safe_load(Path(spec.recipe).read_text(encoding="utf-8")) if spec.recipe else {}
+    data = read_recipe(spec.recipe) if spec.recipe else {}
     data = apply_overrides(data or {}, _dotted(spec.set))
     data = apply_overrides(data, _dotted(wiring))
     return from_dict(_import(RECIPE_STAGES[name][1]), data, name)

@@ -11,43 +11,65 @@ import json
 import os
 from pathlib import Path
 
+from kotune.data.records import read_records
 from kotune.data.schema import DataError, Problem
+
+
+def _last_line_start(path: Path) -> int:
+    """Byte offset where the file's last line starts, read from the end (the file may be large)."""
+    with open(path, "rb") as f:
+        end = f.seek(0, 2)
+        pos = end
+        while pos > 0:
+            step = min(pos, 65536)
+            f.seek(pos - step)
+            chunk = f.read(step)
+            cut = chunk.rfind(b"\n", 0, len(chunk) if pos < end else len(chunk) - 1)
+            if cut >= 0:
+                return pos - step + cut + 1
+            pos -= step
+    return 0
 
 
 def read_accepted(path: str | Path, log=print) -> list[dict]:
     """The records of an earlier run of the same output (none if there is no file).
 
     Raises:
-        DataError: a line other than a torn last one is not a record, naming file, line and field.
+        DataError: a line other than a torn last one is not a record, naming file, line and field; every such
+        line is listed.
     """
     path = Path(path)
     if not path.exists():
         return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    records, problems = [], []
-    for lineno, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            if lineno == len(lines):  # no newline after it: the write was cut; the record was never accepted
-                good = len(data) - len(raw)
-                log(f"{path}:{lineno}: dropping a cut-off last line ({len(raw)} bytes) left by an interrupted run")
-                with open(path, "r+b") as f:
-                    f.truncate(good)
-                break
-            problems.append(Problem(str(path), lineno, "json", str(e), "json"))
-            continue
-        missing = [k for k in ("instruction", "input", "output") if not isinstance(rec, dict) or not isinstance(rec.get(k), str)]
+    raw = read_records(path)
+    if raw.problems and all(p.kind == "empty" for p in raw.problems):
+        return []  # an empty file: a run that stopped before accepting anything
+    problems = list(raw.problems)
+    if raw.layout in ("text", "json_array"):
+        problems.append(Problem(str(path), 1, "file", "expected JSON Lines (one record a line)", "format"))
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        ends_with_newline = size == 0 or (f.seek(size - 1) is not None and f.read(1) == b"\n")
+    torn = [p for p in problems if p.line == raw.lines and p.kind in ("json", "encoding", "too_large")]
+    if raw.layout == "jsonl" and torn and not ends_with_newline:
+        # No newline after it: the write was cut; the record was never accepted.
+        good = _last_line_start(path)
+        log(f"{path}:{raw.lines}: dropping a cut-off last line ({path.stat().st_size - good} bytes) left by an "
+            "interrupted run")
+        with open(path, "r+b") as f:
+            f.truncate(good)
+        problems = [p for p in problems if p not in torn]
+    records = []
+    for rec in raw.records:
+        value = rec.value
+        missing = [k for k in ("instruction", "input", "output") if not isinstance(value, dict) or not isinstance(value.get(k), str)]
         if missing:
-            problems.append(Problem(str(path), lineno, missing[0], "missing or not a string", "missing_field"))
+            problems.append(Problem.at(rec.source, missing[0], "missing or not a string", "missing_field"))
             continue
-        records.append(rec)
+        records.append(value)
     if problems:
         raise DataError(problems, f"{path} is not a selfinstruct output; choose another `output` or fix the file.")
-    if records and not path.read_bytes().endswith(b"\n"):
+    if records and not ends_with_newline and not torn:
         with open(path, "ab") as f:  # a whole record cut just before its newline: end the line before appending
             f.write(b"\n")
     return records

@@ -40,11 +40,11 @@ def load_seed_tasks(paths: list[str]) -> list[Task]:
         if raw.layout == "text":
             problems.append(Problem(path, 1, "file", "expected JSON or JSON Lines seed tasks", "format"))
             continue
-        for line, rec in raw.records:
+        for rec in raw.records:
             try:
-                tasks.append(_seed_task(rec))
+                tasks.append(_seed_task(rec.value))
             except FieldError as e:
-                problems.append(Problem(path, line, e.field, e.reason, e.kind))
+                problems.append(Problem.at(rec.source, e.field, e.reason, e.kind))
     if problems:
         raise DataError(problems, "Seed tasks need an instruction and an output (input may be empty).")
     return tasks

@@ -39,7 +39,7 @@ def test_malformed_json_array_lists_every_bad_record(tmp_path):
         f"{path}:3: instruction: empty or whitespace only",
         f"{path}:4: output: missing",
         f"{path}:5: instruction: expected a string, got int",
-        f"{path}:6: json: Expecting value",
+        f"{path}:6: json: Expecting value (column 40)",
     ]
     assert "  alpaca: 6 records -> 2 examples (sft)" in lines
 

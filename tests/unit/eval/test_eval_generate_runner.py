@@ -40,12 +40,13 @@ def test_prompt_file_formats(tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ('{"prompt": "a"}\n{"text": "b"}', r"p.jsonl:2: expected a \"prompt\""),
-    ('{"prompt": "a"}\n{bad', r"p.jsonl:2: invalid JSON"),
+    ('{"prompt": "a"}\n{"text": "b"}', r"p.jsonl:2: record: expected a \"prompt\""),
+    ('{"prompt": "a"}\n{bad', r"p.jsonl:2: json: Expecting property name"),
+    ('{"prompt": 3}\n' + "[" * 5000 + '\n{"prompt": "  "}', r"(?s)p.jsonl:1: record: .*p.jsonl:2: json: nested .*p.jsonl:3: prompt"),
     ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}',
      r"p.jsonl:1: messages: the last turn must be the user's"),
     ('{"messages": [{"role": "bot", "content": "q"}]}', r"p.jsonl:1: messages\[0\]"),
-    ('{"prompt": "  "}', r"p.jsonl:1: the prompt is empty"),
+    ('{"prompt": "  "}', r"p.jsonl:1: prompt: the prompt is empty"),
     ('{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}', r"ids must be unique; repeated: 1"),
 ])
 def test_prompt_errors_name_file_line_and_field(tmp_path, line, message):
