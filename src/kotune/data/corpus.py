@@ -28,7 +28,7 @@ def _example_text(example) -> str:
 
 def _jsonl_documents(path: str, text_field: str, problems: list[Problem]) -> Iterator[str]:
     """Documents of a JSON Lines corpus, streamed; every unreadable line is added to `problems` and skipped."""
-    index = 0
+    index, fmt = 0, None
     with open(path, "rb") as f:
         for line in read_lines(f):
             if line.data is not None and not line.data.strip(b" \t"):
@@ -46,7 +46,11 @@ def _jsonl_documents(path: str, text_field: str, problems: list[Problem]) -> Ite
                 if rec[text_field].strip():
                     yield rec[text_field]
                 continue
-            fmt = detect_format(rec)
+            if not isinstance(rec, dict):
+                problems.append(Problem.at(src, "record", f"expected an object, got {type(rec).__name__}", "wrong_type"))
+                continue
+            # As for training data, the first record of a known format decides the file's format.
+            fmt = fmt or detect_format(rec)
             if fmt is None:
                 problems.append(Problem.at(src, text_field, f"no {text_field!r} field and no known format", "missing_field"))
                 continue

@@ -147,9 +147,10 @@ class Line(NamedTuple):
     size: int
 
 
-def read_lines(f: BinaryIO, limit: int = MAX_RECORD_BYTES) -> Iterator[Line]:
-    """The lines of binary file `f` (LF, CRLF or CR ends; a leading BOM dropped), none longer than `limit`
-    held in memory: a longer line is read past in chunks and yielded with `data=None` and its size."""
+def read_lines(f: BinaryIO) -> Iterator[Line]:
+    """The lines of binary file `f` (LF, CRLF or CR ends; a leading BOM dropped), none longer than
+    MAX_RECORD_BYTES held in memory: a longer line is read past in chunks and yielded with `data=None`."""
+    limit = MAX_RECORD_BYTES
     number = 0
     first = True
     while True:
