@@ -175,7 +175,9 @@ def read_recipe(path: str | Path) -> dict:
         line = raw.count(b"\n", 0, e.start) + 1
         raise ConfigError(f"{path}:{line}: encoding: invalid UTF-8 byte 0x{raw[e.start]:02x}; save the recipe as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader where PyYAML has it: it refuses nesting deeper than 1,000 levels at once, where the pure
+        # Python scanner takes seconds (quadratic in depth) before it hits Python's recursion limit.
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
