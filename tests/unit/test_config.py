@@ -84,3 +84,17 @@ def test_every_recipe_is_valid(recipe):
                 assert (REPO / spec.recipe).is_file(), f"{recipe}: {spec.recipe} does not exist"
                 wiring = {"model": "m", "output_dir": "o", "reward_model": "r"} if name != "selfinstruct" else {"output": "o"}
                 _stage_config(name, spec, {k: v for k, v in wiring.items() if not (name != "ppo" and k == "reward_model")})
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"model: m\ndata: {files: [a.json]\noutput_dir: o\n", r"r.yaml:3: yaml: did not find expected ',' or '}', while parsing a flow mapping \(column \d+\)"),
+    (b"model: m\n  output_dir: o\n", r"r.yaml:2: yaml: mapping values are not allowed .*\(column \d+\)"),
+    (b"model: m\noutput_dir: \xff\n", r"r.yaml:2: encoding: invalid UTF-8 byte 0xff"),
+    (b"model: " + b"[" * 5000 + b"\n", r"r.yaml:1: yaml: .*nesting depth|r.yaml: yaml: nested too deeply"),
+    (b"- model\n- m\n", r"r.yaml:1: recipe: expected a mapping of keys, got list"),
+])
+def test_bad_recipe_files_name_file_and_line(tmp_path, body, message):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(body)
+    with pytest.raises(ConfigError, match=message):
+        load_config(SFTConfig, str(path))

@@ -91,3 +91,19 @@ def test_unknown_format_names_the_keys(tmp_path):
     code, lines = check(path)
     assert code == 1
     assert any("cannot tell the format from keys ['answer', 'question']" in l for l in lines)
+
+
+def test_corpus_lists_every_bad_line_after_reading_the_rest(tmp_path):
+    from kotune.data.corpus import iter_documents
+    from kotune.data.schema import DataError
+
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"text": "\xec\x95\x88\xeb\x85\x95"}\n' + b"[" * 4000 + b"\n{bad\n\xff\n" + b'{"text": "\xeb\x81\x9d"}\n')
+    docs = []
+    try:
+        docs.extend(iter_documents([path]))
+    except DataError as e:
+        problems = [str(p) for p in e.problems]
+    assert docs == ["안녕", "끝"]
+    assert [p.split(": ")[0] for p in problems] == [f"{path}:2", f"{path}:3", f"{path}:4"]
+    assert "nested deeper than 100 levels" in problems[0] and "invalid UTF-8 byte 0xff" in problems[2]

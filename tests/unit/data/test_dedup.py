@@ -163,7 +163,7 @@ def test_data_dedup_writes_kept_records_unchanged_and_reports_each_pair(tmp_path
     kept = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
     assert kept == [records[0], records[1], records[4]]  # the invalid record passes through, listed
     dropped = [json.loads(l) for l in (tmp_path / "data.dedup.dropped.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [(d["line"], d["kept_line"]) for d in dropped] == [(3, 1), (4, 2)]
+    assert [(d["record"], d["line"], d["kept_record"], d["kept_line"]) for d in dropped] == [(3, 3, 1, 1), (4, 4, 2, 2)]
     assert any(l.startswith(f"{src}:3: dropped") and "~ line 1" in l for l in lines)
     assert any(l.startswith(f"{src}:5: instruction: empty") for l in lines)
     # a lower threshold drops more; --out names the file, and a .json name gives a JSON array
