@@ -32,6 +32,9 @@ MAX_RECORD_BYTES = 16 * 2**20
 # characters are 50,000+ tokens: several times the longest context any recipe trains (8k), so such a field
 # could only be trained by cutting most of it away; it is nearly always a whole page or a blob in one field.
 MAX_FIELD_CHARS = 100_000
+# A JSON array (or a text log) is read whole, and decoding holds the file about three times over; beyond this size
+# the file is reported with the command that turns it into JSON Lines, which is streamed and has no such limit.
+MAX_WHOLE_FILE_BYTES = 2**30
 # Known formats nest 4 levels (record > turns > turn > text). Deeper records are reported: this bound keeps
 # every later step (json.dumps when writing, recursive code in libraries) far from Python's recursion limit.
 MAX_DEPTH = 100
@@ -374,8 +377,16 @@ def read_records(path: str | Path) -> RawFile:
             raw = RawFile(path, "jsonl")
             _read_jsonl(path, f, raw)
         else:
+            layout = "json_array" if first == b"[" else "text"
+            size = f.seek(0, 2)
+            f.seek(0)
+            if size > MAX_WHOLE_FILE_BYTES:
+                hint = "; convert it to JSON Lines, which is streamed: jq -c '.[]' FILE > FILE.jsonl" if first == b"[" else ""
+                return RawFile(path, layout, problems=[Problem(
+                    path, 1, "file", f"{size:,} bytes, more than the {MAX_WHOLE_FILE_BYTES:,} kotune reads whole{hint}",
+                    "file")])
             text, problems = _decode(path, f.read())
-            raw = RawFile(path, "json_array" if first == b"[" else "text", problems=problems)
+            raw = RawFile(path, layout, problems=problems)
             if first == b"[":
                 _read_json_array(path, text, raw, {p.line for p in problems})
             else:

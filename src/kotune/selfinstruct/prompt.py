@@ -50,9 +50,14 @@ def load_header(prompt_file: str | None, num_tasks: int) -> str:
     if prompt_file is None:
         return REQUIREMENTS_KO.format(num_tasks=num_tasks, no_input=NO_INPUT)
     try:
-        return Path(prompt_file).read_text(encoding="utf-8")
+        data = Path(prompt_file).read_bytes()
     except OSError as e:
         raise ValueError(f"prompt_file: cannot read {prompt_file}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{prompt_file}:{line}: prompt_file: invalid UTF-8 byte 0x{data[e.start]:02x}; save it as UTF-8") from None
 
 
 def encode_prompt(header: str, examples: list[Task]) -> tuple[str, int]:

@@ -24,6 +24,7 @@ from kotune.data.corpus import iter_documents
 from kotune.data.loading import load_examples
 from kotune.eval.generate_eval import load_prompts
 from kotune.selfinstruct.output import read_accepted
+from kotune.selfinstruct.prompt import load_header
 from kotune.selfinstruct.seeds import load_seed_tasks
 from kotune.sft.config import SFTConfig
 from kotune_test_paths import REPO, SAMPLES
@@ -225,6 +226,7 @@ def check_file(path, data: bytes, kind: str, tmp_path) -> None:
         assert strict_records(resume.read_bytes()) == accepted
     if path.suffix == ".yaml":
         call(lambda: load_config(SFTConfig, str(path)), path)
+    call(lambda: load_header(str(path), 5), path)  # selfinstruct's prompt_file
 
 
 @pytest.mark.parametrize("base", sorted(BASES))
