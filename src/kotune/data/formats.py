@@ -93,7 +93,7 @@ def _turns(rec: dict, key: str, role_key: str, text_key: str, roles: dict[str, s
         if not isinstance(turn, dict):
             raise FieldError(where, f"expected an object, got {type(turn).__name__}", "wrong_type")
         role = turn.get(role_key)
-        if role not in roles:
+        if not isinstance(role, str) or role not in roles:  # a list or object as role is not hashable
             raise FieldError(f"{where}.{role_key}", f"unknown role {role!r} (expected one of {sorted(roles)})", "invalid")
         try:
             content = _text(turn, text_key)

@@ -116,12 +116,13 @@ def _check_value(value: object) -> None:
 
 
 def _field_name(path: tuple) -> str:
+    """`messages[0].content`; a deep path is cut after 6 steps (`a[0][0][0][0][0]…`)."""
     if not path:
         return "record"
     name = ""
-    for key in path:
-        name += f"[{key}]" if isinstance(key, int) else (f".{key}" if name else str(key))
-    return name[:200]
+    for key in path[:6]:
+        name += f"[{key}]" if isinstance(key, int) else (f".{key}" if name else str(key)[:100])
+    return name + ("…" if len(path) > 6 else "")
 
 
 def loads(text: str) -> object:

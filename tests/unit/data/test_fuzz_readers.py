@@ -29,7 +29,7 @@ from kotune.selfinstruct.seeds import load_seed_tasks
 from kotune.sft.config import SFTConfig
 from kotune_test_paths import REPO, SAMPLES
 
-FILES_PER_BASE = 36  # x 9 bases = 324 files
+FILES_PER_BASE = 24  # x 15 bases = 360 files
 # Lines are bounded at 64 KiB here (MAX_RECORD_BYTES is 16 MiB) so that "enormous line" mutations stay cheap;
 # test_records_limits checks the real limits once.
 LINE_LIMIT = 64 * 1024
@@ -54,7 +54,23 @@ def _bases():
     log = (SAMPLES / "kochatgpt_conversation.sample.txt").read_text(encoding="utf-8").split("\n")[:40]
     corpus = (SAMPLES / "chatbotdata_ko.txt").read_text(encoding="utf-8").split("\n")[:30]
     recipe = (REPO / "recipes/sft/quickstart_tiny.yaml").read_text(encoding="utf-8")
+    # The other formats, built from the same Korean records.
+    pairs = [(r["instruction"], r["output"]) for r in koalpaca[:8]]
+    sharegpt = [{"conversations": [{"from": "system", "value": "친절하게"}, {"from": "human", "value": q},
+                                   {"from": "gpt", "value": a}]} for q, a in pairs]
+    openai = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in pairs]
+    rm = [{"prompt": q, "completion_0": a, "completion_1": a[: len(a) // 2] + "…", "completion_2": "모르겠어요",
+           "ranking": [0, 1, 2]} for q, a in pairs]
+    v11 = [{"instruction": q, "output": a, "url": "https://kin.naver.com/qna"} for q, a in pairs]
+    sft = [{"prompt": q, "completion": a, "tokens": len(a)} for q, a in pairs]
+    chat_prefs = [{"prompt": [{"role": "user", "content": q}], "chosen": a, "rejected": "모르겠어요"} for q, a in pairs]
     return {
+        "sharegpt": ("s.jsonl", sharegpt, _jsonl, "sft"),
+        "openai": ("o.json", openai, _array, "sft"),
+        "kochatgpt_rm": ("rm.jsonl", rm, _jsonl, "preference"),
+        "koalpaca_v11": ("v11.json", v11, lambda r: json.dumps(r, ensure_ascii=False), "sft"),
+        "kochatgpt_sft": ("k.jsonl", sft, _jsonl, "sft"),
+        "chat_preference": ("cp.jsonl", chat_prefs, _jsonl, "preference"),
         "alpaca_array": ("a.json", koalpaca, _array, "sft"),
         "alpaca_lines": ("a.jsonl", koalpaca, _jsonl, "sft"),
         "preference": ("p.json", vaiv, _array, "preference"),
@@ -72,13 +88,12 @@ WRONG = [0, -1.5, None, True, [], {}, [[1]], {"a": {"b": []}}, "", " \u200b ", 1
 
 def _mutate_value(recs, rng):
     """Replace one value at any depth with a wrong type, a huge string, NaN or a lone surrogate."""
-    recs = json.loads(json.dumps(recs))
     holder, key = recs, rng.randrange(len(recs))
-    while isinstance(holder[key], (dict, list)) and holder[key] and rng.random() < 0.6:
+    while isinstance(holder[key], (dict, list)) and holder[key] and rng.random() < 0.8:
         holder = holder[key]
         key = rng.choice(list(holder)) if isinstance(holder, dict) else rng.randrange(len(holder))
-    holder[key] = rng.choice([
-        rng.choice(WRONG), "가" * 200_001, "x" * (LINE_LIMIT + 10), float("nan"), "\ud800 끊긴 문자",
+    holder[key] = rng.choice(WRONG) if rng.random() < 0.6 else rng.choice([
+        "가" * 200_001, "x" * (LINE_LIMIT + 10), float("nan"), "\ud800 끊긴 문자",
         json.loads("[" * 120 + "]" * 120),
     ])
     return recs
@@ -119,8 +134,10 @@ def _mutate_bytes(data: bytes, rng) -> bytes:
 def mutated(base: str, seed: int) -> tuple[str, bytes]:
     name, content, writer, _ = BASES[base]
     rng = random.Random(f"{base}-{seed}")
-    if writer is not None and rng.random() < 0.4:
-        content = _mutate_value(content, rng)
+    if writer is not None and rng.random() < 0.6:
+        content = json.loads(json.dumps(content))
+        for _ in range(rng.randint(1, 3)):
+            _mutate_value(content, rng)
     data = (writer(content) if writer else content).encode("utf-8", "surrogatepass")
     for _ in range(rng.choice([0, 1, 1, 2, 3]) if writer is not None else rng.randint(1, 3)):
         data = _mutate_bytes(data, rng)
@@ -153,12 +170,54 @@ def _text(rec, key, optional=False):
     return isinstance(value, str) and bool(re.sub("[\u200b\u200c\u200d\u2060\ufeff]", "", value).strip())
 
 
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "bing": "assistant", "bard": "assistant", "bot": "assistant", "system": "system"}
+OPENAI_ROLES = {r: r for r in ("system", "user", "assistant")}
+
+
+def _roles(turns, role_key, text_key, roles):
+    """The roles of a list of turns, or None if a turn is not an object with a known role and non-blank text."""
+    if not isinstance(turns, list):
+        return None
+    out = []
+    for t in turns:
+        if not isinstance(t, dict) or not isinstance(t.get(role_key), str) or t[role_key] not in roles or not _text(t, text_key):
+            return None
+        out.append(roles[t[role_key]])
+    return out
+
+
+def _chat(turns, role_key, text_key, roles):
+    seq = _roles(turns, role_key, text_key, roles)
+    if seq is None:
+        return False
+    seq = seq[1:] if seq and seq[0] == "system" else seq
+    return bool(seq) and seq[-1] == "assistant" and all(r == ("user", "assistant")[i % 2] for i, r in enumerate(seq))
+
+
+def _prompt(r):
+    if isinstance(r.get("prompt"), list):
+        seq = _roles(r["prompt"], "role", "content", OPENAI_ROLES)
+        return bool(seq) and seq[-1] == "user"
+    return _text(r, "prompt")
+
+
+def _ranked(r):
+    keys = [k for k in r if re.fullmatch(r"completion_\d+", k)]
+    ranking = r.get("ranking")
+    return (_prompt(r) and len(keys) >= 2 and all(_text(r, k) for k in keys) and isinstance(ranking, list)
+            and len(ranking) == len(keys) and all(isinstance(x, int) for x in ranking))
+
+
 VALID = {
     "alpaca": lambda r: _text(r, "instruction") and _text(r, "output") and (r.get("input") is None or isinstance(r["input"], str)),
     "koalpaca_v1.1": lambda r: _text(r, "instruction") and _text(r, "output"),
     "kochatgpt_sft": lambda r: _text(r, "prompt") and _text(r, "completion"),
-    "preference": lambda r: _text(r, "chosen") and _text(r, "rejected") and r["chosen"].strip() != r["rejected"].strip(),
+    "preference": lambda r: _prompt(r) and _text(r, "chosen") and _text(r, "rejected") and r["chosen"].strip() != r["rejected"].strip(),
     "prompts": lambda r: _text(r, "prompt"),
+    "sharegpt": lambda r: _chat(r.get("conversations"), "from", "value", SHAREGPT_ROLES),
+    "openai": lambda r: _chat(r.get("messages"), "role", "content", OPENAI_ROLES),
+    "kochatgpt_rm": _ranked,
 }
 
 
