@@ -14,8 +14,8 @@ from pathlib import Path
 
 from kotune.data.formats import FieldError, detect_format
 from kotune.data.loading import LoadResult, load_file
-from kotune.data.records import RecordError, decode_line, loads, read_lines, too_long
-from kotune.data.schema import Conversation, DataError, PreferencePair, Problem, Source
+from kotune.data.records import RecordError, decode_line, iter_jsonl, read_lines
+from kotune.data.schema import Conversation, DataError, PreferencePair, Problem
 
 
 def _example_text(example) -> str:
@@ -28,20 +28,13 @@ def _example_text(example) -> str:
 
 def _jsonl_documents(path: str, text_field: str, problems: list[Problem]) -> Iterator[str]:
     """Documents of a JSON Lines corpus, streamed; every unreadable line is added to `problems` and skipped."""
-    index, fmt = 0, None
+    fmt = None
     with open(path, "rb") as f:
-        for line in read_lines(f):
-            if line.data is not None and not line.data.strip(b" \t"):
+        for item in iter_jsonl(path, f):
+            if isinstance(item, Problem):
+                problems.append(item)
                 continue
-            src = Source(path, line.number, index)
-            index += 1
-            try:
-                if line.data is None:
-                    raise too_long(line.size)
-                rec = loads(decode_line(line.data))
-            except RecordError as e:
-                problems.append(Problem.at(src, e.field, e.reason, e.kind))
-                continue
+            rec, src = item.value, item.source
             if isinstance(rec, dict) and isinstance(rec.get(text_field), str):
                 if rec[text_field].strip():
                     yield rec[text_field]
@@ -68,9 +61,7 @@ def _text_documents(path: str, unit: str, problems: list[Problem]) -> Iterator[s
     with open(path, "rb") as f:
         for line in read_lines(f):
             try:
-                if line.data is None:
-                    raise too_long(line.size)
-                text = decode_line(line.data)
+                text = decode_line(line)
             except RecordError as e:
                 problems.append(Problem(path, line.number, e.field, e.reason, e.kind))
                 continue

@@ -83,7 +83,6 @@ class RawFile:
     problems: list[Problem] = field(default_factory=list)
     text: str = ""
     unreadable: int = 0
-    lines: int = 0
 
 
 def _reject_constant(name: str) -> object:
@@ -180,40 +179,44 @@ def read_lines(f: BinaryIO) -> Iterator[Line]:
             yield Line(number, part, len(part))
 
 
-def decode_line(data: bytes) -> str:
+def decode_line(line: Line) -> str:
     """UTF-8 text of one line.
 
     Raises:
-        RecordError: naming the first invalid byte and its column.
+        RecordError: the line is over MAX_RECORD_BYTES, or naming its first invalid byte and that byte's column.
     """
+    if line.data is None:
+        raise RecordError("record", f"line of {line.size:,} bytes, more than the {MAX_RECORD_BYTES:,} kotune reads as "
+                          "one record (see MAX_RECORD_BYTES); skipped unread", "too_large")
     try:
-        return data.decode("utf-8")
+        return line.data.decode("utf-8")
     except UnicodeDecodeError as e:
-        column = len(data[: e.start].decode("utf-8")) + 1
-        raise RecordError("encoding", f"invalid UTF-8 byte 0x{data[e.start]:02x} at column {column}", "encoding") from None
+        column = len(line.data[: e.start].decode("utf-8")) + 1
+        raise RecordError("encoding", f"invalid UTF-8 byte 0x{line.data[e.start]:02x} at column {column}", "encoding") from None
 
 
-def too_long(size: int) -> RecordError:
-    return RecordError("record", f"line of {size:,} bytes, more than the {MAX_RECORD_BYTES:,} kotune reads as one "
-                       "record (see MAX_RECORD_BYTES); skipped unread", "too_large")
-
-
-def _read_jsonl(path: str, f: BinaryIO, raw: RawFile) -> None:
-    """One record per non-blank line, streamed; a line that cannot be read is a Problem and still a record."""
+def iter_jsonl(path: str, f: BinaryIO) -> Iterator[Record | Problem]:
+    """The records of JSON Lines file `f`, streamed: one per non-blank line, each with its index; a line that
+    cannot be read is yielded as a Problem, and still takes an index (it is a record of the file)."""
     index = 0
     for line in read_lines(f):
-        raw.lines = line.number
         if line.data is not None and not line.data.strip(b" \t"):
             continue
         src = Source(path, line.number, index)
         index += 1
         try:
-            if line.data is None:
-                raise too_long(line.size)
-            raw.records.append(Record(src, loads(decode_line(line.data))))
+            yield Record(src, loads(decode_line(line)))
         except RecordError as e:
-            raw.problems.append(Problem.at(src, e.field, e.reason, e.kind))
+            yield Problem.at(src, e.field, e.reason, e.kind)
+
+
+def _read_jsonl(path: str, f: BinaryIO, raw: RawFile) -> None:
+    for item in iter_jsonl(path, f):
+        if isinstance(item, Problem):
+            raw.problems.append(item)
             raw.unreadable += 1
+        else:
+            raw.records.append(item)
 
 
 def _decode(path: str, data: bytes) -> tuple[str, list[Problem]]:
@@ -348,7 +351,6 @@ def _read_json_array(path: str, text: str, raw: RawFile, encoding_lines: set[int
             continue  # undecodable bytes (escaped when decoding): already reported on their line
         shared = starts[e.error_line] - (e.start_line == e.error_line) > 0
         raw.problems.append(Problem(path, e.error_line, e.error.field, e.error.reason, e.error.kind, e.index, shared))
-    raw.lines = text.count("\n") + 1
 
 
 def _first_byte(f: BinaryIO) -> bytes:
@@ -391,7 +393,7 @@ def read_records(path: str | Path) -> RawFile:
             if first == b"[":
                 _read_json_array(path, text, raw, {p.line for p in problems})
             else:
-                raw.text, raw.lines = text, text.count("\n") + 1
+                raw.text = text
     if raw.layout != "text" and not raw.records and not raw.problems:
         raw.problems.append(Problem(path, 1, "file", "no records", "empty"))
     if raw.layout == "text" and not raw.text.strip() and not raw.problems:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kotune.data.records import RecordError, decode_line, read_lines, read_records, too_long
+from kotune.data.records import RecordError, decode_line, read_lines, read_records
 from kotune.data.schema import DataError, Problem
 from kotune.eval.generation_checks import DEFAULT_LOOP_RULE, LoopRule, ReplyCheck, check_reply, summarize
 from kotune.eval.runs import (
@@ -112,9 +112,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
         with open(path, "rb") as f:
             for line in read_lines(f):
                 try:
-                    text = decode_line(line.data) if line.data is not None else None
-                    if text is None:
-                        raise too_long(line.size)
+                    text = decode_line(line)
                 except RecordError as e:
                     problems.append(Problem(str(path), line.number, e.field, e.reason, e.kind))
                     continue

@@ -50,11 +50,12 @@ def read_accepted(path: str | Path, log=print) -> list[dict]:
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         ends_with_newline = size == 0 or (f.seek(size - 1) is not None and f.read(1) == b"\n")
-    torn = [p for p in problems if p.line == raw.lines and p.kind in ("json", "encoding", "too_large")]
+    last = max((x.line for x in [*raw.records, *raw.problems]), default=0)
+    torn = [p for p in problems if p.line == last and p.kind in ("json", "encoding", "too_large")]
     if raw.layout == "jsonl" and torn and not ends_with_newline:
         # No newline after it: the write was cut; the record was never accepted.
         good = _last_line_start(path)
-        log(f"{path}:{raw.lines}: dropping a cut-off last line ({path.stat().st_size - good} bytes) left by an "
+        log(f"{path}:{last}: dropping a cut-off last line ({path.stat().st_size - good} bytes) left by an "
             "interrupted run")
         with open(path, "r+b") as f:
             f.truncate(good)
