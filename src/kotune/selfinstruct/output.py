@@ -16,19 +16,23 @@ from kotune.data.schema import DataError, Problem
 
 
 def _last_line_start(path: Path) -> int:
-    """Byte offset where the file's last line starts, read from the end (the file may be large)."""
+    """Byte offset just after the file's last newline (0 if none), read from the end: the file may be large."""
     with open(path, "rb") as f:
-        end = f.seek(0, 2)
-        pos = end
+        pos = f.seek(0, 2)
         while pos > 0:
             step = min(pos, 65536)
             f.seek(pos - step)
-            chunk = f.read(step)
-            cut = chunk.rfind(b"\n", 0, len(chunk) if pos < end else len(chunk) - 1)
+            cut = f.read(step).rfind(b"\n")
             if cut >= 0:
                 return pos - step + cut + 1
             pos -= step
     return 0
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        return size == 0 or (f.seek(size - 1) >= 0 and f.read(1) == b"\n")
 
 
 def read_accepted(path: str | Path, log=print) -> list[dict]:
@@ -36,7 +40,7 @@ def read_accepted(path: str | Path, log=print) -> list[dict]:
 
     Raises:
         DataError: a line other than a torn last one is not a record, naming file, line and field; every such
-        line is listed.
+        line is listed, and the file is left as it is.
     """
     path = Path(path)
     if not path.exists():
@@ -47,19 +51,6 @@ def read_accepted(path: str | Path, log=print) -> list[dict]:
     problems = list(raw.problems)
     if raw.layout in ("text", "json_array"):
         problems.append(Problem(str(path), 1, "file", "expected JSON Lines (one record a line)", "format"))
-    with open(path, "rb") as f:
-        size = f.seek(0, 2)
-        ends_with_newline = size == 0 or (f.seek(size - 1) is not None and f.read(1) == b"\n")
-    last = max((x.line for x in [*raw.records, *raw.problems]), default=0)
-    torn = [p for p in problems if p.line == last and p.kind in ("json", "encoding", "too_large")]
-    if raw.layout == "jsonl" and torn and not ends_with_newline:
-        # No newline after it: the write was cut; the record was never accepted.
-        good = _last_line_start(path)
-        log(f"{path}:{last}: dropping a cut-off last line ({path.stat().st_size - good} bytes) left by an "
-            "interrupted run")
-        with open(path, "r+b") as f:
-            f.truncate(good)
-        problems = [p for p in problems if p not in torn]
     records = []
     for rec in raw.records:
         value = rec.value
@@ -68,9 +59,23 @@ def read_accepted(path: str | Path, log=print) -> list[dict]:
             problems.append(Problem.at(rec.source, missing[0], "missing or not a string", "missing_field"))
             continue
         records.append(value)
+    # A last line that cannot be read and has no newline after it: the write was cut, so the record was never
+    # accepted. Anything else wrong means the file is not ours to repair.
+    ends_with_newline = _ends_with_newline(path)
+    last = max((x.line for x in [*raw.records, *raw.problems]), default=0)
+    torn = [p for p in raw.problems if p.line == last and p.kind in ("json", "encoding", "too_large")]
+    if raw.layout != "jsonl" or ends_with_newline:
+        torn = []
+    problems = [p for p in problems if p not in torn]
     if problems:
         raise DataError(problems, f"{path} is not a selfinstruct output; choose another `output` or fix the file.")
-    if records and not ends_with_newline and not torn:
+    if torn:
+        good = _last_line_start(path)
+        log(f"{path}:{last}: dropping a cut-off last line ({path.stat().st_size - good} bytes) left by an "
+            "interrupted run")
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    elif records and not ends_with_newline:
         with open(path, "ab") as f:  # a whole record cut just before its newline: end the line before appending
             f.write(b"\n")
     return records

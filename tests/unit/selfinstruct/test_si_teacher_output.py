@@ -112,3 +112,16 @@ def test_a_damaged_earlier_line_stops_the_run(tmp_path):
     with pytest.raises(DataError) as e:
         read_accepted(path)
     assert f"{path}:2: json" in str(e.value) and f"{path}:3: output: missing or not a string" in str(e.value)
+
+
+def test_a_damaged_file_is_not_repaired_and_one_line_arrays_are_refused(tmp_path):
+    path = tmp_path / "out.jsonl"
+    body = b'{"instruction": "a", "input": "", "output": "b"}\n' + b"[" * 3000 + b'\n{"instruction": "c", "inp'
+    path.write_bytes(body)
+    with pytest.raises(DataError) as e:
+        read_accepted(path)
+    assert f"{path}:2: json: nested deeper than 100 levels" in str(e.value)
+    assert path.read_bytes() == body  # the cut last line is not dropped from a file that is not ours
+    path.write_text(json.dumps([record(0), record(1)], ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(DataError, match="expected JSON Lines"):
+        read_accepted(path)
