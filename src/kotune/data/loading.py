@@ -6,12 +6,15 @@ would meet.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 from kotune.data.formats import FORMATS, FieldError, Format, detect_format, parse_kochatgpt_conversations
 from kotune.data.records import MAX_FIELD_CHARS, Record, read_records
-from kotune.data.schema import Conversation, DataError, PreferencePair, Problem, Source
+from kotune.data.schema import Conversation, DataError, PreferencePair, Problem
+
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, escaped by the reader
 
 
 @dataclass
@@ -44,14 +47,18 @@ def _file_format(path: str, records: list[Record], forced: str | None) -> Format
                    "unknown_format")
 
 
-def _too_long_turn(conversation: Conversation, errors: list) -> bool:
-    """Report (in `errors`) a turn longer than MAX_FIELD_CHARS: text logs have no JSON reader to bound them."""
+def _unreadable_turn(conversation: Conversation, errors: list) -> bool:
+    """Report (in `errors`) a turn longer than MAX_FIELD_CHARS or holding undecodable bytes: text logs have no
+    JSON reader to bound them, and their invalid bytes are escaped (and reported on their line) when decoded."""
     for i, m in enumerate(conversation.messages):
         if len(m.content) > MAX_FIELD_CHARS:
-            errors.append((conversation.source.line, FieldError(
-                f"turn {i + 1}", f"{len(m.content):,} characters, more than the {MAX_FIELD_CHARS:,} kotune reads in "
-                "one field (see MAX_FIELD_CHARS)", "too_large")))
-            return True
+            reason, kind = f"{len(m.content):,} characters, more than the {MAX_FIELD_CHARS:,} kotune reads in one field", "too_large"
+        elif _UNDECODED.search(m.content):
+            reason, kind = "holds bytes that are not UTF-8 (see the encoding problem)", "encoding"
+        else:
+            continue
+        errors.append((conversation.source.line, FieldError(f"turn {i + 1}", reason, kind)))
+        return True
     return False
 
 
@@ -64,7 +71,7 @@ def load_file(path: str, result: LoadResult, forced_format: str | None = None) -
     if raw.layout == "text" or forced_format == "kochatgpt_conversation":
         fmt_name = "kochatgpt_conversation"
         conversations, errors = parse_kochatgpt_conversations(raw.text, path)
-        conversations = [c for c in conversations if not _too_long_turn(c, errors)]
+        conversations = [c for c in conversations if not _unreadable_turn(c, errors)]
         result.examples.extend(conversations)
         result.records_per_format[fmt_name] += len(conversations) + len(errors)
         result.examples_per_format[fmt_name] += len(conversations)
