@@ -36,7 +36,7 @@ class Source:
         return str(self.line)
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.location}"
+        return f"{self.path}:{self.location}" if self.line > 0 else self.path  # line 0: the file as a whole
 
 
 @dataclass(frozen=True)
