@@ -4,6 +4,7 @@ exist, and `from conftest import ...` would pick whichever was imported first.""
 import math
 import shutil
 import socket
+import struct
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,3 +55,26 @@ def kl_at_reference_tolerance(row: dict, max_new_tokens: int) -> float:
     """How far from 0 a PPO metrics row's `kl` may be while the actor equals its reference: the KL is the difference
     of two summed log-probs of each reply (actor's and reference's, up to max_new_tokens terms each)."""
     return summation_tolerance(2 * row["response_length"] * SAMPLED_TOKEN_LOGPROB_BOUND, max_new_tokens)
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] from the event files in `folder`, read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def tensorboard_texts(folder) -> dict[str, str]:
+    """tag -> the last text logged under it (TensorBoard's text plugin)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    events.Reload()
+    return {tag: events.Tensors(tag)[-1].tensor_proto.string_val[0].decode() for tag in events.Tags()["tensors"]}
+
+
+def as_float32(rows, key):
+    """TensorBoard stores scalars as float32: metrics.jsonl's values, rounded the same way, must match exactly."""
+    return [(r["step"], struct.unpack("f", struct.pack("f", r[key]))[0]) for r in rows if r.get(key) is not None]

@@ -12,7 +12,8 @@ from kotune.common.metrics import read_metrics
 from kotune.config import load_config
 from kotune.preference.config import DPOConfig
 from kotune.preference.dpo import run
-from kotune_test_paths import FP32_UNIT_ROUNDOFF, summation_tolerance
+from kotune_test_paths import (FP32_UNIT_ROUNDOFF, as_float32, summation_tolerance, tensorboard_scalars,
+                               tensorboard_texts)
 
 
 def dpo_config(model, data, out, *overrides):
@@ -84,6 +85,18 @@ def test_sft_weight_adds_the_chosen_replies_nll(sft_neox, toy_pairs, tmp_path):
     assert first["loss"] > 0.6931 + 0.5 * 1.0
     with pytest.raises(ValueError, match="sft_weight: a non-negative weight, for algo dpo only"):
         load_config(DPOConfig, None, ["model=m", "output_dir=o", "data.files=[x]", "algo=orpo", "sft_weight=1"])
+
+
+def test_dpo_reports_to_tensorboard_through_trl(sft_neox, toy_pairs, tmp_path):
+    out = run(dpo_config(sft_neox, toy_pairs, tmp_path / "tb", "train.max_steps=2", "train.report_to=[tensorboard]"),
+              log=lambda *_: None)
+    rows = read_metrics(out / "metrics.jsonl")
+    scalars = tensorboard_scalars(out / "tensorboard")  # TRL's TensorBoard callback, in the stage's folder
+    assert scalars["train/loss"] == as_float32(rows, "loss")
+    assert scalars["train/rewards/margins"] == as_float32(rows, "rewards/margins")
+    config = tensorboard_texts(out / "tensorboard")["kotune_config/text_summary"]
+    assert "report_to:\n  - tensorboard" in config and f"model: {sft_neox}" in config  # the resolved config
+    assert not (out / "trainer").exists()  # nothing of TRL's scratch folder is left
 
 
 def test_loss_variants_only_for_dpo():

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from kotune.common.metrics import read_metrics
-from kotune_test_paths import kl_at_reference_tolerance
+from kotune_test_paths import as_float32, kl_at_reference_tolerance, tensorboard_scalars
 from kotune.config import load_config
 from kotune.preference.config import PPOConfig
 from kotune.preference.models import load_policy
@@ -115,8 +115,10 @@ def test_lora_actor_uses_the_sft_model_as_reference(toy_sft, toy_rm, toy_prompts
     from peft import PeftModel
 
     out = run(ppo_config(toy_sft, toy_rm, toy_prompts, tmp_path / "lora", "method=lora", "lora.r=4",
-                         "train.actor_learning_rate=1e-2", "train.steps=1"), **QUIET)
+                         "train.actor_learning_rate=1e-2", "train.steps=1", "train.report_to=[tensorboard]"), **QUIET)
     rows = read_metrics(out / "metrics.jsonl")
+    scalars = tensorboard_scalars(out / "tensorboard")  # PPO's own loop logs through accelerate's trackers
+    assert scalars["reward"] == as_float32(rows, "reward") and scalars["kl"] == as_float32(rows, "kl")
     assert abs(rows[0]["kl"]) <= kl_at_reference_tolerance(rows[0], 8)  # the adapter starts as a no-op: actor == reference
     policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(toy_sft), out)
     sft = AutoModelForCausalLM.from_pretrained(toy_sft)

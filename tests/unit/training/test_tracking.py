@@ -3,7 +3,6 @@ metrics.jsonl and the resolved config."""
 
 import json
 
-import numpy as np
 import pytest
 import yaml
 
@@ -11,29 +10,7 @@ from kotune.common.metrics import read_metrics
 from kotune.config import ConfigError, load_config
 from kotune.sft.config import SFTConfig
 from kotune.training import tracking
-from kotune_test_paths import SAMPLES
-
-
-def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
-    """tag -> [(step, value)] from the event files in `folder`, read by TensorBoard's own reader."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
-def tensorboard_texts(folder) -> dict[str, str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
-    events.Reload()
-    return {tag: events.Tensors(tag)[-1].tensor_proto.string_val[0].decode() for tag in events.Tags()["tensors"]}
-
-
-def as_float32(rows, key):
-    """TensorBoard stores scalars as float32: metrics.jsonl's values, rounded the same way, must match exactly."""
-    return [(r["step"], float(np.float32(r[key]))) for r in rows if r.get(key) is not None]
+from kotune_test_paths import SAMPLES, as_float32, tensorboard_scalars
 
 
 def sft_recipe(tmp_path, *overrides):
