@@ -1,8 +1,10 @@
 """Paths and small helpers the tests share. A module of its own (not `conftest`): several conftest.py files
 exist, and `from conftest import ...` would pick whichever was imported first."""
 
+import math
 import shutil
 import socket
+import struct
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,3 +28,53 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Unit roundoff of float32 (half its machine epsilon): one rounding errs by at most this fraction of its result.
+FP32_UNIT_ROUNDOFF = 2.0**-24
+
+
+def summation_tolerance(magnitude: float, terms: int) -> float:
+    """How far two float32 sums of `terms` same-sign terms, adding up to `magnitude` in absolute value, may differ
+    when computed in different orders (different batching, padding, processes).
+
+    torch sums with cascade (pairwise) summation, whose error is at most ceil(log2 terms) * u * sum|x| (Higham,
+    Accuracy and Stability of Numerical Algorithms, 2nd ed., section 4.2); each term carries one more rounding of
+    its own (+1). A difference of such sums (a DPO margin, a KL to an identical reference) is compared with the
+    sum of the tolerances of its sums: the difference is small, its error is not.
+    """
+    return (math.ceil(math.log2(max(terms, 2))) + 1) * FP32_UNIT_ROUNDOFF * abs(magnitude)
+
+
+# A sampled token's log-probability lies above -20 nats: a token of probability e^-20 (2e-9) is sampled about once in
+# 500 million. Bounds the size of a sampled reply's summed log-probs.
+SAMPLED_TOKEN_LOGPROB_BOUND = 20.0
+
+
+def kl_at_reference_tolerance(row: dict, max_new_tokens: int) -> float:
+    """How far from 0 a PPO metrics row's `kl` may be while the actor equals its reference: the KL is the difference
+    of two summed log-probs of each reply (actor's and reference's, up to max_new_tokens terms each)."""
+    return summation_tolerance(2 * row["response_length"] * SAMPLED_TOKEN_LOGPROB_BOUND, max_new_tokens)
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] from the event files in `folder`, read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def tensorboard_texts(folder) -> dict[str, str]:
+    """tag -> the last text logged under it (TensorBoard's text plugin)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    events.Reload()
+    return {tag: events.Tensors(tag)[-1].tensor_proto.string_val[0].decode() for tag in events.Tags()["tensors"]}
+
+
+def as_float32(rows, key):
+    """TensorBoard stores scalars as float32: metrics.jsonl's values, rounded the same way, must match exactly."""
+    return [(r["step"], struct.unpack("f", struct.pack("f", r[key]))[0]) for r in rows if r.get(key) is not None]

@@ -15,7 +15,8 @@ from kotune import __version__
 
 from kotune.stages import LAUNCHABLE_STAGES, RECIPE_STAGES
 
-EPILOG_RECIPE = "Overrides are dotted keys of the recipe, e.g. train.epochs=1 data.max_length=512 method=lora."
+EPILOG_RECIPE = ("Overrides are dotted keys of the recipe, e.g. train.epochs=1 data.max_length=512 method=lora; "
+                 "they may come before or after the flags.")
 
 
 def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) -> None:
@@ -69,7 +70,7 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
             return 1
         return 0
 
-    p.set_defaults(handler=handler)
+    p.set_defaults(handler=handler, command_parser=p)
 
 
 def _import(dotted: str):
@@ -93,7 +94,8 @@ def _data_commands(sub) -> None:
     preview.add_argument("overrides", nargs="*")
     preview.add_argument("--limit", type=int, default=3, help="how many examples (default 3)")
     preview.add_argument("--json", action="store_true", help='one JSON object per example: {"text", "input_ids", "labels"}')
-    preview.set_defaults(handler=lambda a: _import("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json))
+    preview.set_defaults(handler=lambda a: _import("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json),
+                         command_parser=preview)
 
     dedup = dsub.add_parser("dedup", help="drop near-duplicate instructions (character ROUGE-L F above the threshold, "
                                           "Alpaca's rule) and report every dropped pair")
@@ -263,9 +265,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_override(token: str) -> bool:
+    key, sep, _ = token.partition("=")
+    return bool(sep and key) and not token.startswith("-")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line, taking `key=value` overrides from anywhere after a command's positionals.
+
+    argparse fills a `nargs="*"` positional from one run of tokens only: in `sft R --nproc 2 train.epochs=1` the
+    override after the flag is left over. Users type overrides in any order, so every left-over `key=value` goes
+    to the command's overrides; anything else left over is an error, as with `parse_args`.
+    """
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides += [t for t in extras if _is_override(t)]
+        extras = [t for t in extras if not _is_override(t)]
+    if extras:
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return int(handler(args) or 0)

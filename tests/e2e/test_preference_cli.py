@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from kotune_test_paths import REPO
+from kotune_test_paths import REPO, kl_at_reference_tolerance
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,8 @@ def test_tiny_recipes_reward_then_ppo_through_the_cli(sft, tmp_path):
                     f"output_dir={ppo}", "train.steps=2", "generation.max_new_tokens=8", "data.max_prompts=16")
     assert "reward model checked" in result.stdout
     rows = [json.loads(line) for line in (ppo / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and rows[0]["kl"] == pytest.approx(0, abs=1e-5) and rows[0]["policy_grad_norm"] > 0
+    assert len(rows) == 2 and abs(rows[0]["kl"]) <= kl_at_reference_tolerance(rows[0], 8)  # actor == reference
+    assert rows[0]["policy_grad_norm"] > 0
     for name in ("model.safetensors", "critic/model.safetensors", "curves.png", "ppo_report.json"):
         assert (ppo / name).is_file(), name
 

@@ -28,22 +28,48 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+PANELS_PER_ROW = 3  # wider rows shrink each panel below what a person can read on a laptop screen
+
+
+def _series(rows: list[dict], key: str) -> list[tuple[float, float]]:
+    return [(r["step"], r[key]) for r in rows
+            if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and math.isfinite(r[key])]
+
+
+def curve_panels(rows: list[dict], keys: list[str]) -> list[tuple[str, list, list]]:
+    """(key, training points, held-out points) for each key with any: the held-out curve is `eval_<key>`."""
+    panels = [(key, _series(rows, key), _series(rows, f"eval_{key}")) for key in keys]
+    return [panel for panel in panels if panel[1] or panel[2]]
+
+
 def plot_curves(metrics_path: str | Path, png_path: str | Path, keys: list[str], title: str = "") -> Path:
-    """One panel per key in `keys` that the metrics hold, against `step`."""
+    """One panel per key in `keys` that the metrics hold, against `step`, at most three panels in a row.
+
+    Where the metrics also hold `eval_<key>` (held-out rows, as TRL's trainers log them), it is drawn in the same
+    panel as the training curve, so the two read against each other.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    rows = read_metrics(metrics_path)
-    keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in rows)]
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4.5 * max(len(keys), 1), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-        ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.2)
+    panels = curve_panels(read_metrics(metrics_path), keys)
+    cols = min(max(len(panels), 1), PANELS_PER_ROW)
+    n_rows = max(math.ceil(len(panels) / cols), 1)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.3 * n_rows + (0.4 if title else 0)), squeeze=False)
+    for ax, (key, train, held_out) in zip(axes.flat, panels):
+        if train:
+            ax.plot([p[0] for p in train], [p[1] for p in train], lw=1.2, label="train")
+        if held_out:  # markers: often a point or a few (one evaluation at the end, or every eval_steps)
+            ax.plot([p[0] for p in held_out], [p[1] for p in held_out], "o-", ms=4, lw=1.2, label="held-out")
+            ax.legend(fontsize=8)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, not 2.5
         ax.set_title(key)
         ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)  # the unused places of the last row
     if title:
         fig.suptitle(title)
     fig.tight_layout()

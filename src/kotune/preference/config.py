@@ -13,6 +13,7 @@ from kotune.config import opt
 from kotune.data.formats import FORMATS
 from kotune.data.templates import TEMPLATE_NAMES
 from kotune.training.config import LoraConfig, check_optimisation
+from kotune.training.tracking import check_report_to, report_to_option
 
 # DPOTrainer's loss types in TRL 1.16 (trl/trainer/dpo_trainer.py, `_compute_loss`).
 DPO_LOSS_TYPES = (
@@ -65,9 +66,11 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto: bf16 on a GPU that has it, else fp32 (CPU)")
     gradient_checkpointing: bool = opt(False, "recompute activations to save memory (for big models on GPU)")
     log_every: int = opt(1, "write metrics every N optimizer steps")
+    report_to: list[str] = report_to_option()
 
     def __post_init__(self) -> None:
         check_optimisation(self)
+        check_report_to(self.report_to)
 
 
 @dataclass
@@ -193,8 +196,10 @@ class PPOTrainConfig:
     seed: int = opt(42, "seed for sampling, data order and dropout")
     precision: Literal["auto", "fp32", "bf16"] = opt("auto", "auto: bf16 autocast on a GPU that has it, else fp32")
     log_every: int = opt(1, "write metrics every N steps")
+    report_to: list[str] = report_to_option()
 
     def __post_init__(self) -> None:
+        check_report_to(self.report_to)
         if self.steps < 1:
             raise ValueError("steps: must be at least 1")
         if self.actor_learning_rate <= 0 or self.critic_learning_rate <= 0:

@@ -18,6 +18,7 @@ from kotune.preference import trl_backend as tb
 from kotune.preference.config import DPOConfig
 from kotune.preference.models import check_lora_start, load_policy
 from kotune.preference.pairs import prepare_pairs
+from kotune.training.tracking import trl_config_callbacks
 
 CURVES = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "grad_norm"]
 
@@ -88,7 +89,7 @@ def run(cfg: DPOConfig, log=print) -> Path:
     torch.manual_seed(cfg.train.seed)
     model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code)
     metrics = tb.metrics_callback(out / "metrics.jsonl")
-    trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics])
+    trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics, *trl_config_callbacks(cfg, out)])
     log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "
         f"method {cfg.method}, {precision}")
     tb.announce_processes(trainer)

@@ -19,6 +19,7 @@ from kotune.preference.pairs import prepare_prompts
 from kotune.preference.ppo_math import PPOSetupError
 from kotune.preference.scoring import RewardModelFunction, check_reward_model, load_reward_model
 from kotune.preference.trl_backend import announce_processes, metrics_callback, remove_if_empty, start_stage
+from kotune.training.tracking import trl_config_callbacks, trl_report_to
 
 CURVES = ["reward", "reward_std", "kl", "loss", "grad_norm", "completions/mean_length"]
 
@@ -65,7 +66,7 @@ def _trainer(cfg, model, tokenizer, reward_fn, dataset, out: Path, precision: st
         top_k=g.top_k, top_p=g.top_p, beta=p.kl_coef, num_iterations=p.ppo_epochs, epsilon=p.cliprange,
         learning_rate=cfg.train.actor_learning_rate, weight_decay=cfg.train.weight_decay, max_steps=cfg.train.steps,
         max_grad_norm=cfg.train.max_grad_norm, seed=cfg.train.seed, logging_steps=cfg.train.log_every,
-        activation_checkpointing=False, save_strategy="no", report_to="none", **trl_precision_args(precision),
+        activation_checkpointing=False, save_strategy="no", **trl_report_to(cfg.train.report_to, out), **trl_precision_args(precision),
     )
     peft_config = None
     if cfg.method == "lora":
@@ -102,7 +103,7 @@ def run_online(cfg, log=print) -> Path:
     dataset = Dataset.from_list([{"prompt": [m.as_dict() for m in msgs]} for msgs, _ in prompts])
     metrics = metrics_callback(out / "metrics.jsonl")
     trainer = _trainer(cfg, model, tokenizer, RewardModelFunction(reward, tokenizer), dataset, out, precision,
-                       [metrics, _first_step_guard()])
+                       [metrics, _first_step_guard(), *trl_config_callbacks(cfg, out)])
     log(f"{cfg.algo}: {cfg.train.steps} steps, {cfg.ppo.rollout_batch_size} completions per step "
         f"({cfg.ppo.num_generations} per prompt), method {cfg.method}, {precision}")
     announce_processes(trainer)

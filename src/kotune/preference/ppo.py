@@ -47,6 +47,7 @@ from kotune.preference.pairs import prepare_prompts
 from kotune.preference.rollout import Batch, build_batch, sample_replies, token_logprobs, token_values
 from kotune.preference.scoring import check_reward_model, load_reward_model, score_sequences
 from kotune.training.distributed import launch_world_size
+from kotune.training.tracking import Tracking
 
 CURVES = ["reward", "kl", "policy_loss", "value_loss", "policy_grad_norm", "value_grad_norm"]
 
@@ -261,6 +262,7 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
     critic_opt = torch.optim.AdamW([p for p in models.critic.parameters() if p.requires_grad],
                                    lr=cfg.train.critic_learning_rate, weight_decay=cfg.train.weight_decay)
     metrics = MetricsLog(out / "metrics.jsonl")
+    tracking = Tracking(cfg.train.report_to, out, cfg)  # train.report_to, through accelerate's trackers
     stream = _prompt_stream(len(prompts), cfg.ppo.rollout_batch_size, cfg.train.seed)
     log(f"ppo: {cfg.train.steps} steps x {cfg.ppo.rollout_batch_size} prompts ({len(prompts):,} prompts), "
         f"method {cfg.method}, {precision}, {device}")
@@ -283,6 +285,8 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
         rows.append(row)
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
             metrics.write(row)
+            tracking.log(row)
+    tracking.finish()
 
     # The reward model must not have moved during training (shared weights, an optimizer over the wrong params).
     end_check = check_reward_model(models.reward, cfg.reward_model, trust_remote_code=cfg.trust_remote_code,

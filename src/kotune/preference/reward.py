@@ -34,6 +34,7 @@ from kotune.preference.trl_backend import (
     start_stage,
     training_args,
 )
+from kotune.training.tracking import trl_config_callbacks
 
 CURVES = ["loss", "accuracy", "margin", "mean_reward", "grad_norm", "learning_rate"]
 
@@ -83,7 +84,7 @@ def run(cfg: RewardConfig, log=print) -> Path:
     metrics = metrics_callback(out / "metrics.jsonl")
     trainer = RewardTrainer(
         model=model, args=args, train_dataset=reward_dataset(data.train), processing_class=tokenizer,
-        callbacks=[metrics], peft_config=_lora_config(cfg, model) if cfg.method == "lora" else None,
+        callbacks=[metrics, *trl_config_callbacks(cfg, out)], peft_config=_lora_config(cfg, model) if cfg.method == "lora" else None,
     )
     log(f"training reward model: {len(data.train):,} pairs, method {cfg.method}, {precision}")
     announce_processes(trainer)

@@ -21,6 +21,7 @@ from kotune.data.templates import install_template
 from kotune.models.load import load_tokenizer
 from kotune.preference.models import resolve_precision, trl_precision_args
 from kotune.training.distributed import env_flag, is_first_process, launch_world_size
+from kotune.training.tracking import trl_report_to
 
 
 class StageStart(NamedTuple):
@@ -74,7 +75,8 @@ def training_args(config_cls, train, output_dir: str | Path, precision: str, **e
         activation_checkpointing=train.gradient_checkpointing,
         logging_steps=train.log_every,
         save_strategy="no",  # the stage saves the final model itself, in the layout users load
-        report_to="none",
+        # output_dir is the stage folder's trainer/ scratch folder; trackers write into the stage folder
+        **trl_report_to(train.report_to, Path(output_dir).parent),
         remove_unused_columns=False,
         **trl_precision_args(precision),
         **extra,

@@ -17,6 +17,7 @@ from kotune.models.load import load_model, load_tokenizer
 from kotune.pretrain.config import ModelInitConfig, PretrainConfig
 from kotune.training.distributed import make_accelerator
 from kotune.training.loop import save_outputs, train_loop
+from kotune.training.tracking import PROJECT, flat_config
 
 
 def build_config(init: ModelInitConfig, tokenizer):
@@ -78,14 +79,15 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     """
     from transformers import AutoModelForCausalLM
 
-    accelerator = make_accelerator(cfg.train)
-    say = log if accelerator.is_main_process else (lambda *_: None)
     out = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.train, out)
+    say = log if accelerator.is_main_process else (lambda *_: None)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
         meta = prepare_tokens(cfg, tokenizer, say)
     accelerator.wait_for_everyone()
+    accelerator.init_trackers(PROJECT, config=flat_config(cfg))  # train.report_to; the first process logs
     meta = json.loads((out / "tokens" / "tokens.json").read_text())
     say(f"corpus: {meta['train_documents']:,} documents / {meta['train_tokens']:,} tokens for training, "
         f"{meta['eval_documents']:,} / {meta['eval_tokens']:,} held out")

@@ -17,6 +17,7 @@ from kotune.sft.config import SFTConfig
 from kotune.training.config import resolve_precision
 from kotune.training.distributed import make_accelerator
 from kotune.training.loop import save_outputs, train_loop
+from kotune.training.tracking import PROJECT, flat_config
 
 
 SHOWN_PER_KIND = 10  # skipped records printed one per line; data_report.json lists every one
@@ -114,9 +115,9 @@ def run(cfg: SFTConfig, log=print) -> Path:
     Outputs: model or LoRA adapter + tokenizer with the training chat_template (safetensors), config.yaml,
     data_report.json, metrics.jsonl, loss.png, and resumable checkpoints under checkpoints/.
     """
-    accelerator = make_accelerator(cfg.train)
-    say = log if accelerator.is_main_process else (lambda *_: None)
     out = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.train, out)
+    say = log if accelerator.is_main_process else (lambda *_: None)
 
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
     template = install_template(tokenizer, cfg.data.template)
@@ -128,6 +129,7 @@ def run(cfg: SFTConfig, log=print) -> Path:
         save_config(cfg, out / "config.yaml")
         report = {**report, "template": template, "batching": batching, "method": cfg.method}
         (out / "data_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+    accelerator.init_trackers(PROJECT, config=flat_config(cfg))  # train.report_to; the first process logs
     data = SupervisedData(examples, tokenizer.pad_token_id, packed=batching == "padding_free")
     model = train_loop(accelerator, model, data, cfg.train, out, desc="sft", log=say)
     save_outputs(accelerator, model, tokenizer, out, title=f"SFT {cfg.model}")

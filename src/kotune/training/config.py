@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kotune.config import opt
+from kotune.training.tracking import check_report_to, report_to_option
 
 
 def resolve_precision(precision: str) -> str:
@@ -61,6 +62,8 @@ class TrainConfig:
     save_every: int = opt(0, "save a resumable checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = opt(2, "how many step checkpoints to keep")
     resume: bool = opt(False, "continue from the newest complete checkpoint in output_dir")
+    report_to: list[str] = report_to_option()
 
     def __post_init__(self) -> None:
         check_optimisation(self)
+        check_report_to(self.report_to)

@@ -6,14 +6,17 @@ it has on CPU-only machines, so that the tests run the same FSDP and DeepSpeed c
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
 from kotune.data.batching import micro_batches_per_rank
 from kotune.training.config import TrainConfig, resolve_precision
+from kotune.training.tracking import accelerate_trackers
 
 
-def make_accelerator(cfg: TrainConfig):
+def make_accelerator(cfg: TrainConfig, output_dir: Path | None = None):
+    """The launch's Accelerator, logging to the trackers of `cfg.report_to` (their files under `output_dir`)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, InitProcessGroupKwargs, set_seed
 
@@ -27,7 +30,9 @@ def make_accelerator(cfg: TrainConfig):
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     # Otherwise, on a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with
     # cpu=True.
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_only and not deepspeed, kwargs_handlers=handlers)
+    log_with = accelerate_trackers(cfg.report_to, Path(output_dir)) if cfg.report_to and output_dir else None
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_only and not deepspeed, kwargs_handlers=handlers,
+                              log_with=log_with)
     if accelerator.distributed_type == DistributedType.MULTI_CPU and env_flag("ACCELERATE_USE_FSDP"):
         _enable_fsdp2_on_cpu(accelerator, mixed_precision)
     set_seed(cfg.seed)

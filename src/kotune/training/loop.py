@@ -27,6 +27,7 @@ from kotune.common.metrics import MetricsLog, plot_curves
 from kotune.data.batching import BatchPlan, split_for_rank
 from kotune.training.config import TrainConfig, resolve_precision
 from kotune.training.distributed import configure_deepspeed
+from kotune.training.tracking import numeric
 
 
 class TokenData(Protocol):
@@ -162,11 +163,13 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss became {loss_value} at step {step + 1}; lower train.learning_rate")
         if metrics and ((step + 1) % cfg.log_every == 0 or step + 1 == plan.total_steps):
-            metrics.write({
+            row = {
                 "step": step + 1, "epoch": round(plan.epoch_of(step + 1), 4), "loss": loss_value,
                 "lr": scheduler.get_last_lr()[0], "grad_norm": None if grad_norm is None else float(grad_norm),
                 "trained_tokens": global_trained, "trained_tokens_per_s": trained_seen / elapsed, "elapsed_s": elapsed,
-            })
+            }
+            metrics.write(row)
+            accelerator.log(numeric(row), step=step + 1)  # the trackers of train.report_to (none: nothing)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < plan.total_steps:
             _checkpoint(accelerator, out, step + 1, cfg.keep_checkpoints)
     progress.close()

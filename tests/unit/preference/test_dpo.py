@@ -2,6 +2,7 @@
 model; KTO, ORPO and SimPO run through TRL on the same token ids."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from kotune.common.metrics import read_metrics
 from kotune.config import load_config
 from kotune.preference.config import DPOConfig
 from kotune.preference.dpo import run
+from kotune_test_paths import (FP32_UNIT_ROUNDOFF, as_float32, summation_tolerance, tensorboard_scalars,
+                               tensorboard_texts)
 
 
 def dpo_config(model, data, out, *overrides):
@@ -26,7 +29,12 @@ def test_dpo_loss_falls_and_margin_grows(sft_neox, toy_pairs, tmp_path):
                          "data.eval_fraction=0.25"), log=lambda *_: None)
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]  # training rows; eval rows hold eval_*
     assert len(rows) == 8
-    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the first step
+    # policy == reference at the first step: margins 0 and the loss log 2, up to the rounding of the four summed
+    # reply log-probs in each margin (beta 0.1, replies up to max_length 96 tokens)
+    first = rows[0]
+    margin_tolerance = 0.1 * summation_tolerance(2 * (abs(first["logps/chosen"]) + abs(first["logps/rejected"])), 96)
+    assert abs(first["rewards/margins"]) <= margin_tolerance
+    assert abs(first["loss"] - math.log(2)) <= margin_tolerance + FP32_UNIT_ROUNDOFF  # -log sigmoid moves less than the margin
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
     assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"] + 0.5
     report = json.loads((out / "dpo_report.json").read_text())
@@ -77,6 +85,18 @@ def test_sft_weight_adds_the_chosen_replies_nll(sft_neox, toy_pairs, tmp_path):
     assert first["loss"] > 0.6931 + 0.5 * 1.0
     with pytest.raises(ValueError, match="sft_weight: a non-negative weight, for algo dpo only"):
         load_config(DPOConfig, None, ["model=m", "output_dir=o", "data.files=[x]", "algo=orpo", "sft_weight=1"])
+
+
+def test_dpo_reports_to_tensorboard_through_trl(sft_neox, toy_pairs, tmp_path):
+    out = run(dpo_config(sft_neox, toy_pairs, tmp_path / "tb", "train.max_steps=2", "train.report_to=[tensorboard]"),
+              log=lambda *_: None)
+    rows = read_metrics(out / "metrics.jsonl")
+    scalars = tensorboard_scalars(out / "tensorboard")  # TRL's TensorBoard callback, in the stage's folder
+    assert scalars["train/loss"] == as_float32(rows, "loss")
+    assert scalars["train/rewards/margins"] == as_float32(rows, "rewards/margins")
+    config = tensorboard_texts(out / "tensorboard")["kotune_config/text_summary"]
+    assert "report_to:\n  - tensorboard" in config and f"model: {sft_neox}" in config  # the resolved config
+    assert not (out / "trainer").exists()  # nothing of TRL's scratch folder is left
 
 
 def test_loss_variants_only_for_dpo():

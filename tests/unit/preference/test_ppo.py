@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from kotune.common.metrics import read_metrics
+from kotune_test_paths import as_float32, kl_at_reference_tolerance, tensorboard_scalars
 from kotune.config import load_config
 from kotune.preference.config import PPOConfig
 from kotune.preference.models import load_policy
@@ -47,7 +48,7 @@ def test_ppo_raises_the_reward_and_moves_away_from_the_reference(toy_sft, toy_rm
     assert len(rows) == 20
     # The score spans about -2..2; over seeds 1-5 and 42 the gain was 0.4 to 1.7.
     assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.3, rewards
-    assert rows[0]["kl"] == pytest.approx(0, abs=1e-5)  # the reference is the SFT actor ...
+    assert abs(rows[0]["kl"]) <= kl_at_reference_tolerance(rows[0], 16)  # the reference is the SFT actor ...
     assert rows[-1]["kl"] > 0.05  # ... and the actor leaves it
     assert rows[0]["policy_grad_norm"] > 0 and rows[0]["value_loss"] > 0
     report = json.loads((out / "ppo_report.json").read_text())
@@ -114,9 +115,11 @@ def test_lora_actor_uses_the_sft_model_as_reference(toy_sft, toy_rm, toy_prompts
     from peft import PeftModel
 
     out = run(ppo_config(toy_sft, toy_rm, toy_prompts, tmp_path / "lora", "method=lora", "lora.r=4",
-                         "train.actor_learning_rate=1e-2", "train.steps=1"), **QUIET)
+                         "train.actor_learning_rate=1e-2", "train.steps=1", "train.report_to=[tensorboard]"), **QUIET)
     rows = read_metrics(out / "metrics.jsonl")
-    assert rows[0]["kl"] == pytest.approx(0, abs=1e-5)  # the adapter starts as a no-op: actor == reference
+    scalars = tensorboard_scalars(out / "tensorboard")  # PPO's own loop logs through accelerate's trackers
+    assert scalars["reward"] == as_float32(rows, "reward") and scalars["kl"] == as_float32(rows, "kl")
+    assert abs(rows[0]["kl"]) <= kl_at_reference_tolerance(rows[0], 8)  # the adapter starts as a no-op: actor == reference
     policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(toy_sft), out)
     sft = AutoModelForCausalLM.from_pretrained(toy_sft)
     ids = torch.tensor([[5, 17, 42, 99, 3]])
