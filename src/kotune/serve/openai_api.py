@@ -90,19 +90,63 @@ class APIError(Exception):
         self.status, self.body, self.headers = status, p.error_body(message, type, param, code), headers
 
 
+@dataclass
+class Counters:
+    """What the server did with generation requests since it started (event loop only; shown by /health).
+
+    Every accepted request ends exactly once, as finished, disconnected or failed, so `active` is what is still
+    being answered. With the engine's own counts a client can check that every disconnect stopped its generation:
+    `disconnected` equals the engine's `cancelled`, and `active`, `running` and `waiting` fall back to 0.
+    """
+
+    accepted: int = 0
+    """Requests the engine took (queued or decoding)."""
+    finished: int = 0
+    """Answered to the end (stop or length), whole or streamed."""
+    disconnected: int = 0
+    """The client left before the end; its generation was cancelled."""
+    failed: int = 0
+    """The generation itself failed (answered 500, or an error event in the stream)."""
+    rejected: int = 0
+    """Answered 429: the batch and the waiting queue were full."""
+    server_errors: int = 0
+    """Every 5xx answer (failed generations and crashes alike)."""
+
+    def as_dict(self) -> dict:
+        ended = self.finished + self.disconnected + self.failed
+        return {**self.__dict__, "active": self.accepted - ended}
+
+
 class AsyncGeneration:
     """One engine request as seen from the event loop: outputs arrive on an asyncio queue."""
 
-    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams):
+    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams, counters: Counters):
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Output] = asyncio.Queue()
         # the engine thread hands each output to the event loop; it never touches the queue itself
         self._handle = engine.submit(prompt_ids, params,
                                      lambda out: loop.call_soon_threadsafe(self._queue.put_nowait, out))
+        self._counters, self._ended = counters, False
+        self.final: Output | None = None  # the engine's last Output, once the loop has seen it
+        counters.accepted += 1
+
+    def end(self) -> None:
+        """The response is over: count how the request ended (once). Before the engine's last Output arrived,
+        that means the client left (or the server is stopping), so the generation is cancelled."""
+        if self.final is None:
+            self._handle.cancel()
+            outcome = "disconnected"
+        else:
+            outcome = {"error": "failed", "cancelled": "disconnected"}.get(self.final.finish_reason, "finished")
+        if not self._ended:
+            self._ended = True
+            setattr(self._counters, outcome, getattr(self._counters, outcome) + 1)
 
     async def __aiter__(self) -> AsyncIterator[Output]:
         while True:
             out = await self._queue.get()
+            if out.finished:
+                self.final = out
             yield out
             if out.finished:
                 return
@@ -113,21 +157,19 @@ class AsyncGeneration:
             texts.append(out.text)
         return Output("".join(texts), out.finish_reason, out.prompt_tokens, out.completion_tokens, out.error)
 
-    def cancel(self) -> None:
-        self._handle.cancel()
-
 
 def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     """The FastAPI app serving `engine` (whoever made the engine closes it)."""
     model_id = cfg.served_model_name or Path(cfg.model.rstrip("/")).name or cfg.model
     created = p.now()
     app = FastAPI(title="kotune", docs_url=None, redoc_url=None, openapi_url=None)
+    counters = app.state.counters = Counters()
     if cfg.allow_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=cfg.allow_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    _error_handlers(app)
+    _error_handlers(app, counters)
     page, page_csp = _page()
 
     async def require_key(request: Request) -> None:
@@ -149,7 +191,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": model_id, **engine.stats()}
+        return {"status": "ok", "model": model_id, **engine.stats(), "requests": counters.as_dict()}
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> p.ModelList:
@@ -157,10 +199,11 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
-        gen = await _start(engine, cfg, model_id, body, lambda: engine.encode_chat(body.message_dicts()), "messages")
+        encode = lambda: engine.encode_chat(body.message_dicts())  # noqa: E731
+        gen = await _start(engine, cfg, model_id, body, encode, "messages", counters)
         rid = p.new_id("chatcmpl")
         if body.stream:
-            return _sse(_chat_events(gen, rid, model_id, body.include_usage), gen)
+            return _SSE(_chat_events(gen, rid, model_id, body.include_usage), gen)
         out = await _collect_or_cancel(gen, request)
         if out is None:
             return Response(status_code=499)  # nginx's "client closed request": never seen by anyone
@@ -172,11 +215,11 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/v1/completions", dependencies=auth)
     async def completions(body: p.CompletionRequest, request: Request) -> Response:
-        gen = await _start(engine, cfg, model_id, body, lambda: engine.encode_text(body.prompt), "prompt",
+        gen = await _start(engine, cfg, model_id, body, lambda: engine.encode_text(body.prompt), "prompt", counters,
                            default_max_tokens=16)  # OpenAI's default for text completions
         rid = p.new_id("cmpl")
         if body.stream:
-            return _sse(_completion_events(gen, rid, model_id, body.include_usage), gen)
+            return _SSE(_completion_events(gen, rid, model_id, body.include_usage), gen)
         out = await _collect_or_cancel(gen, request)
         if out is None:
             return Response(status_code=499)
@@ -189,8 +232,8 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     return app
 
 
-async def _start(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, prompt_field: str, *,
-                 default_max_tokens: int | None = None) -> AsyncGeneration:
+async def _start(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, prompt_field: str,
+                 counters: Counters, *, default_max_tokens: int | None = None) -> AsyncGeneration:
     """Check the model and limits, tokenize off the event loop, and submit the request."""
     if body.model not in (model_id, cfg.model):
         raise APIError(404, f"The model '{body.model}' does not exist; this server serves '{model_id}'.",
@@ -219,8 +262,9 @@ async def _start(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, 
         stop=tuple(body.stop), seed=body.seed, ignore_eos=body.ignore_eos,
     )
     try:
-        return AsyncGeneration(engine, ids, params)
+        return AsyncGeneration(engine, ids, params, counters)
     except EngineBusy as e:
+        counters.rejected += 1
         raise APIError(429, f"the server is busy ({e})", type="rate_limit_error", code="rate_limit_exceeded",
                        headers={"Retry-After": "1"}) from e
 
@@ -231,11 +275,11 @@ async def _collect_or_cancel(gen: AsyncGeneration, request: Request) -> Output |
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+    finally:  # also when this handler is cancelled (server shutdown)
         gone.cancel()
         if not collect.done():
-            gen.cancel()
             collect.cancel()
+        gen.end()
     if not collect.done() or collect.cancelled():
         return None  # the client is gone: nobody to answer
     return collect.result()
@@ -251,16 +295,21 @@ def _raise_if_failed(out: Output) -> None:
         raise APIError(500, out.error or "generation failed", type="server_error")
 
 
-def _sse(events: AsyncIterator[str], gen: AsyncGeneration) -> StreamingResponse:
-    async def guarded() -> AsyncIterator[str]:
-        try:
-            async for event in events:
-                yield event
-        finally:  # client went away (the response task is cancelled) or the stream ended: stop decoding
-            gen.cancel()
+class _SSE(StreamingResponse):
+    """Server-sent events of one generation, which ends with the response however that ends: streamed to the
+    end, or the client gone (the response task is cancelled), even before the first event (then the events'
+    generator never started, and a `finally` inside it would never run)."""
 
-    return StreamingResponse(guarded(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    def __init__(self, events: AsyncIterator[str], gen: AsyncGeneration):
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._gen = gen
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._gen.end()
 
 
 def _data(obj) -> str:
@@ -310,9 +359,10 @@ async def _completion_events(gen: AsyncGeneration, rid: str, model: str, include
     yield "data: [DONE]\n\n"
 
 
-def _error_handlers(app: FastAPI) -> None:
+def _error_handlers(app: FastAPI, counters: Counters) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError) -> JSONResponse:
+        counters.server_errors += e.status >= 500
         return JSONResponse(e.body, status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -331,6 +381,7 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def crashed(request: Request, e: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
+        counters.server_errors += 1
         return JSONResponse(p.error_body("internal server error", "server_error"), status_code=500)
 
 
