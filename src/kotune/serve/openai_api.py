@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import ipaddress
 import logging
 import os
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -428,24 +430,68 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of `host` on `port` (as uvicorn would bind them), not yet listening.
+
+    Bound before the model loads, so a busy port fails in a second instead of after minutes of loading, and
+    handed to uvicorn, so no other program can take the port in between.
+
+    Raises:
+        OSError: the port is taken or may not be used, with what to do about it.
+    """
+    try:
+        infos = sorted(set(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)))
+    except socket.gaierror as e:
+        raise OSError(f"--host {host}: cannot resolve it ({e.strerror}); use 127.0.0.1 for this machine only, "
+                      "or 0.0.0.0 for every interface") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart past TIME_WAIT
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as e:
+        for sock in sockets:
+            sock.close()
+        where = f"port {port} on {host}"
+        if e.errno == errno.EADDRINUSE:
+            raise OSError(f"{where} is already in use, so the model was not loaded: stop the program listening "
+                          f"there (`ss -ltnp 'sport = :{port}'` shows it) or choose a free port with --port") from None
+        if e.errno == errno.EACCES:
+            raise OSError(f"{where}: permission denied (ports below 1024 need root): choose --port 1024 or "
+                          "above") from None
+        raise OSError(f"{where}: cannot listen ({e.strerror}): check --host and --port") from None
+    return sockets
+
+
 def run(cfg: ServeConfig) -> None:
-    """Load the model and serve until interrupted."""
+    """Check the port, load the model and serve until interrupted."""
     import uvicorn
 
     if not _is_loopback(cfg.host) and cfg.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach port %d can use the model",
                     cfg.host, cfg.port)
-    engine = Engine.load(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
-                         max_batch_size=cfg.max_batch_size, max_waiting=cfg.max_queue, threads=cfg.threads)
-    if engine.template_note:
-        print(f"note: {engine.template_note}", flush=True)
-    app = create_app(engine, cfg)
-    shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(f"kotune: serving {cfg.model} at http://{shown}:{cfg.port}/ (OpenAI API under /v1)", flush=True)
+    sockets = bind(cfg.host, cfg.port)
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=5)
+        engine = Engine.load(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
+                             max_batch_size=cfg.max_batch_size, max_waiting=cfg.max_queue, threads=cfg.threads)
+        try:
+            if engine.template_note:
+                print(f"note: {engine.template_note}", flush=True)
+            app = create_app(engine, cfg)
+            shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+            print(f"kotune: serving {cfg.model} at http://{shown}:{cfg.port}/ (OpenAI API under /v1)", flush=True)
+            config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info",
+                                    timeout_graceful_shutdown=5)
+            uvicorn.Server(config).run(sockets=sockets)
+        finally:
+            engine.close()
     finally:
-        engine.close()
+        for sock in sockets:
+            sock.close()
 
 
 def main(args) -> int:

@@ -199,3 +199,22 @@ def test_server_config_checks_its_fields(chat_model):
         ServeConfig(model="m", port=70000)
     with pytest.raises(ValueError, match="api_key"):
         ServeConfig(model="m", api_key=" ")
+
+
+def test_serve_on_a_busy_port_fails_before_loading_the_model(tmp_path, capsys):
+    import socket
+
+    from kotune.cli import main
+
+    missing = str(tmp_path / "no-model")  # loading it would fail with a different message
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", missing, "--port", str(port)]) == 1
+        err = capsys.readouterr().err
+        assert f"port {port} on 127.0.0.1 is already in use" in err and "--port" in err
+        assert "no-model" not in err and "Traceback" not in err
+    # the port is free again: now the same command gets as far as the model
+    assert main(["serve", missing, "--port", str(port)]) == 1
+    assert "no-model" in capsys.readouterr().err
