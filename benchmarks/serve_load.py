@@ -51,6 +51,12 @@ class LoadResult:
     """Requests answered 200 that were not answered in full (or anything not 200 or 429)."""
     seconds: float = 0.0
 
+    def add(self, other: LoadResult) -> None:
+        self.statuses += other.statuses
+        self.disconnects += other.disconnects
+        self.problems += other.problems
+        self.seconds += other.seconds
+
 
 def request_body(model: str, i: int) -> tuple[str, dict, int]:
     """Path, body and how many events to read before hanging up (0: read it all) for request i of a load run."""
@@ -193,6 +199,7 @@ class Run:
     """Everything one measurement saw: the clients' results, /health and the server's RSS between the phases."""
 
     requests: int
+    """Requests of the load run (all rounds)."""
     concurrency: int
     batch: int
     queue: int
@@ -201,20 +208,25 @@ class Run:
     health: dict[str, dict]
     """/health after the warm-up ("warm"), the load run ("load") and the burst ("end")."""
     rss: dict[str, float]
-    """VmRSS in MiB after loading ("loaded") and at "warm", "load", "end"."""
+    """VmRSS in MiB after loading ("loaded"), at "warm", after each "round N" of the load run, "load", "end"."""
 
 
-def measure(url: str, pid: int, requests: int, concurrency: int, warmup: int, batch: int, queue: int) -> Run:
-    """Warm-up run, load run and burst against the server at `url` (process `pid`, with this batch and queue)."""
+def measure(url: str, pid: int, requests: int, concurrency: int, warmup: int, batch: int, queue: int,
+            rounds: int = 1) -> Run:
+    """Warm-up run, load run (`rounds` times, counted together) and burst against the server at `url` (process
+    `pid`, with this batch and queue)."""
     model = health(url)["model"]
     rss, stats = {"loaded": rss_mib(pid)}, {}
     run_load(url, model, warmup, concurrency)
     stats["warm"], rss["warm"] = wait_idle(url), rss_mib(pid)
-    load = run_load(url, model, requests, concurrency)
-    stats["load"], rss["load"] = wait_idle(url), rss_mib(pid)
+    load = LoadResult()
+    for i in range(rounds):
+        load.add(run_load(url, model, requests, concurrency))
+        stats["load"], rss[f"round {i + 1}"] = wait_idle(url), rss_mib(pid)
+    rss["load"] = rss[f"round {rounds}"]
     burst = run_burst(url, model, batch + queue + 16)
     stats["end"], rss["end"] = wait_idle(url), rss_mib(pid)
-    return Run(requests, concurrency, batch, queue, load, burst, stats, rss)
+    return Run(requests * rounds, concurrency, batch, queue, load, burst, stats, rss)
 
 
 def verdicts(run: Run, server_log: str) -> list[tuple[str, bool, str]]:
@@ -290,6 +302,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=100, help="requests of the warm-up run (same mix)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the load run; RSS after each shows whether "
+                    "memory keeps growing (a leak) or levels off")
     ap.add_argument("--max-batch-size", type=int, default=16)
     ap.add_argument("--max-queue", type=int, default=64)
     args = ap.parse_args()
@@ -303,15 +317,17 @@ def main() -> int:
         proc, url = start_server(model, log, args.max_batch_size, args.max_queue)
         try:
             run = measure(url, proc.pid, args.requests, args.concurrency, args.warmup, args.max_batch_size,
-                          args.max_queue)
+                          args.max_queue, args.rounds)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
         server_log = log.read_text()
     load = run.load
-    print(f"\nload run: {args.requests} requests at concurrency {args.concurrency} in {load.seconds:.1f} s "
-          f"({args.requests / load.seconds:.1f} requests/s); statuses {dict(sorted(load.statuses.items()))}; "
+    print(f"\nload run: {run.requests} requests at concurrency {args.concurrency} in {load.seconds:.1f} s "
+          f"({run.requests / load.seconds:.1f} requests/s); statuses {dict(sorted(load.statuses.items()))}; "
           f"{load.disconnects} hung up mid-stream; cpus: {os.cpu_count()}")
+    if args.rounds > 1:
+        print("RSS (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in run.rss.items()))
     results = verdicts(run, server_log)
     for claim, ok, detail in results:
         print(f"{'PASS' if ok else 'FAIL'}  {claim}: {detail}")

@@ -27,6 +27,6 @@ def test_100_requests_at_concurrency_16_with_a_quarter_hanging_up(tiny_llama, tm
     assert run.load.disconnects == 25 and sum(run.load.statuses.values()) == 100
     # the memory verdict compares whole-process RSS (~0.4 GB, mostly torch) after a warm-up run and after the
     # load: about 1% apart in our runs, so the 10% bound is robust, and loose: it fails only past ~0.4 MB leaked
-    # per request (a tiny model's request holds kilobytes); the benchmark's rounds show the trend
+    # per request (a tiny model's request holds kilobytes); `serve_load.py --rounds N` shows the trend
     failed = [f"{claim}: {detail}" for claim, ok, detail in serve_load.verdicts(run, server.log.read_text()) if not ok]
     assert failed == [], "\n".join(failed)
