@@ -1,13 +1,14 @@
 """`kotune serve`: an OpenAI-compatible HTTP API (FastAPI + SSE) and a chat page, over the one engine.
 
 Routes: `/v1/chat/completions` and `/v1/completions` (streamed as server-sent events ending in `data: [DONE]`,
-or whole), `/v1/models`, `/health` (the engine's and the server's counters), and the chat page at `/`. Every error has OpenAI's shape
-`{"error": {"message", "type", "param", "code"}}`.
+or whole), `/v1/models`, `/health` (the engine's and the server's counters), and the chat page at `/`. Every
+error has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
 The event loop never waits on the model: prompts are tokenized in a worker thread, the engine decodes in its own
 thread and hands each output to the loop with `call_soon_threadsafe`. A client that disconnects cancels its
-request (counted: see `Counters`). Requests beyond the engine's batch and queue get 429. Binds 127.0.0.1 unless told otherwise; with an
-API key (`--api-key` or KOTUNE_API_KEY) every `/v1` route wants `Authorization: Bearer KEY`.
+request (`Counters` keeps count). Requests beyond the engine's batch and queue get 429. Binds 127.0.0.1 unless
+told otherwise; with an API key (`--api-key` or KOTUNE_API_KEY) every `/v1` route wants
+`Authorization: Bearer KEY`.
 """
 
 from __future__ import annotations
@@ -364,7 +365,8 @@ async def _completion_events(gen: AsyncGeneration, rid: str, model: str, include
 def _error_handlers(app: FastAPI, counters: Counters) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError) -> JSONResponse:
-        counters.server_errors += e.status >= 500
+        if e.status >= 500:
+            counters.server_errors += 1
         return JSONResponse(e.body, status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
