@@ -292,9 +292,10 @@ class Engine:
                     self._cv.wait()
                 if self._closed:
                     break
+                dropped = self._drop_cancelled()
                 new = self._admit()
             try:
-                self._finish([(r, "cancelled") for r in self._batch.rows if r.cancelled])
+                self._finish([(r, "cancelled") for r in self._batch.rows + dropped if r.cancelled])
                 if new:
                     self._prefill(new)
                 elif self._batch.rows:
@@ -306,6 +307,15 @@ class Engine:
                 self._batch = _Batch()
         waiting = list(self._waiting)
         self._finish([(r, "error") for r in self._batch.rows + waiting], "the server is shutting down")
+
+    def _drop_cancelled(self) -> list[_Request]:
+        """Take cancelled requests out of the waiting queue now (lock held): a client that gave up while
+        waiting must free its place at once, not when a batch slot opens, or live clients get 429."""
+        dropped = [r for r in self._waiting if r.cancelled]
+        if dropped:
+            self._waiting = collections.deque(r for r in self._waiting if not r.cancelled)
+            self._cv.notify_all()  # room in the queue for blocked submitters
+        return dropped
 
     def _admit(self) -> list[_Request]:
         """Waiting requests that fit the batch and this step's prefill budget (called with the lock held)."""

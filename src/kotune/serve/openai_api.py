@@ -1,25 +1,28 @@
 """`kotune serve`: an OpenAI-compatible HTTP API (FastAPI + SSE) and a chat page, over the one engine.
 
 Routes: `/v1/chat/completions` and `/v1/completions` (streamed as server-sent events ending in `data: [DONE]`,
-or whole), `/v1/models`, `/health`, and the chat page at `/`. Every error has OpenAI's shape
-`{"error": {"message", "type", "param", "code"}}`.
+or whole), `/v1/models`, `/health` (the engine's and the server's counters), and the chat page at `/`. Every
+error has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
 The event loop never waits on the model: prompts are tokenized in a worker thread, the engine decodes in its own
 thread and hands each output to the loop with `call_soon_threadsafe`. A client that disconnects cancels its
-request. Requests beyond the engine's batch and queue get 429. Binds 127.0.0.1 unless told otherwise; with an
-API key (`--api-key` or KOTUNE_API_KEY) every `/v1` route wants `Authorization: Bearer KEY`.
+request (`Counters` keeps count). Requests beyond the engine's batch and queue get 429. Binds 127.0.0.1 unless
+told otherwise; with an API key (`--api-key` or KOTUNE_API_KEY) every `/v1` route wants
+`Authorization: Bearer KEY`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import ipaddress
 import logging
 import os
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -90,19 +93,63 @@ class APIError(Exception):
         self.status, self.body, self.headers = status, p.error_body(message, type, param, code), headers
 
 
+@dataclass
+class Counters:
+    """What the server did with generation requests since it started (event loop only; shown by /health).
+
+    Every accepted request ends exactly once, as finished, disconnected or failed, so `active` is what is still
+    being answered. With the engine's own counts a client can check that every disconnect stopped its generation:
+    `disconnected` equals the engine's `cancelled`, and `active`, `running` and `waiting` fall back to 0.
+    """
+
+    accepted: int = 0
+    """Requests the engine took (queued or decoding)."""
+    finished: int = 0
+    """Answered to the end (stop or length), whole or streamed."""
+    disconnected: int = 0
+    """The client left before the end; its generation was cancelled."""
+    failed: int = 0
+    """The generation itself failed (answered 500, or an error event in the stream)."""
+    rejected: int = 0
+    """Answered 429: the batch and the waiting queue were full."""
+    server_errors: int = 0
+    """Every 5xx answer (failed generations and crashes alike)."""
+
+    def as_dict(self) -> dict:
+        ended = self.finished + self.disconnected + self.failed
+        return {**self.__dict__, "active": self.accepted - ended}
+
+
 class AsyncGeneration:
     """One engine request as seen from the event loop: outputs arrive on an asyncio queue."""
 
-    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams):
+    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams, counters: Counters):
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Output] = asyncio.Queue()
         # the engine thread hands each output to the event loop; it never touches the queue itself
         self._handle = engine.submit(prompt_ids, params,
                                      lambda out: loop.call_soon_threadsafe(self._queue.put_nowait, out))
+        self._counters, self._ended = counters, False
+        self.final: Output | None = None  # the engine's last Output, once the loop has seen it
+        counters.accepted += 1
+
+    def end(self) -> None:
+        """The response is over: count how the request ended (once). Before the engine's last Output arrived,
+        that means the client left (or the server is stopping), so the generation is cancelled."""
+        if self.final is None:
+            self._handle.cancel()
+            outcome = "disconnected"
+        else:
+            outcome = {"error": "failed", "cancelled": "disconnected"}.get(self.final.finish_reason, "finished")
+        if not self._ended:
+            self._ended = True
+            setattr(self._counters, outcome, getattr(self._counters, outcome) + 1)
 
     async def __aiter__(self) -> AsyncIterator[Output]:
         while True:
             out = await self._queue.get()
+            if out.finished:
+                self.final = out
             yield out
             if out.finished:
                 return
@@ -113,21 +160,19 @@ class AsyncGeneration:
             texts.append(out.text)
         return Output("".join(texts), out.finish_reason, out.prompt_tokens, out.completion_tokens, out.error)
 
-    def cancel(self) -> None:
-        self._handle.cancel()
-
 
 def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     """The FastAPI app serving `engine` (whoever made the engine closes it)."""
     model_id = cfg.served_model_name or Path(cfg.model.rstrip("/")).name or cfg.model
     created = p.now()
     app = FastAPI(title="kotune", docs_url=None, redoc_url=None, openapi_url=None)
+    counters = app.state.counters = Counters()
     if cfg.allow_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=cfg.allow_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    _error_handlers(app)
+    _error_handlers(app, counters)
     page, page_csp = _page()
 
     async def require_key(request: Request) -> None:
@@ -149,7 +194,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": model_id, **engine.stats()}
+        return {"status": "ok", "model": model_id, **engine.stats(), "requests": counters.as_dict()}
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> p.ModelList:
@@ -157,10 +202,11 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
-        gen = await _start(engine, cfg, model_id, body, lambda: engine.encode_chat(body.message_dicts()), "messages")
+        encode = lambda: engine.encode_chat(body.message_dicts())  # noqa: E731
+        gen = await _start(engine, cfg, model_id, body, encode, "messages", counters)
         rid = p.new_id("chatcmpl")
         if body.stream:
-            return _sse(_chat_events(gen, rid, model_id, body.include_usage), gen)
+            return _SSE(_chat_events(gen, rid, model_id, body.include_usage), gen)
         out = await _collect_or_cancel(gen, request)
         if out is None:
             return Response(status_code=499)  # nginx's "client closed request": never seen by anyone
@@ -172,11 +218,11 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/v1/completions", dependencies=auth)
     async def completions(body: p.CompletionRequest, request: Request) -> Response:
-        gen = await _start(engine, cfg, model_id, body, lambda: engine.encode_text(body.prompt), "prompt",
+        gen = await _start(engine, cfg, model_id, body, lambda: engine.encode_text(body.prompt), "prompt", counters,
                            default_max_tokens=16)  # OpenAI's default for text completions
         rid = p.new_id("cmpl")
         if body.stream:
-            return _sse(_completion_events(gen, rid, model_id, body.include_usage), gen)
+            return _SSE(_completion_events(gen, rid, model_id, body.include_usage), gen)
         out = await _collect_or_cancel(gen, request)
         if out is None:
             return Response(status_code=499)
@@ -189,8 +235,8 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     return app
 
 
-async def _start(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, prompt_field: str, *,
-                 default_max_tokens: int | None = None) -> AsyncGeneration:
+async def _start(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, prompt_field: str,
+                 counters: Counters, *, default_max_tokens: int | None = None) -> AsyncGeneration:
     """Check the model and limits, tokenize off the event loop, and submit the request."""
     if body.model not in (model_id, cfg.model):
         raise APIError(404, f"The model '{body.model}' does not exist; this server serves '{model_id}'.",
@@ -219,8 +265,9 @@ async def _start(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, 
         stop=tuple(body.stop), seed=body.seed, ignore_eos=body.ignore_eos,
     )
     try:
-        return AsyncGeneration(engine, ids, params)
+        return AsyncGeneration(engine, ids, params, counters)
     except EngineBusy as e:
+        counters.rejected += 1
         raise APIError(429, f"the server is busy ({e})", type="rate_limit_error", code="rate_limit_exceeded",
                        headers={"Retry-After": "1"}) from e
 
@@ -231,11 +278,11 @@ async def _collect_or_cancel(gen: AsyncGeneration, request: Request) -> Output |
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+    finally:  # also when this handler is cancelled (server shutdown)
         gone.cancel()
         if not collect.done():
-            gen.cancel()
             collect.cancel()
+        gen.end()
     if not collect.done() or collect.cancelled():
         return None  # the client is gone: nobody to answer
     return collect.result()
@@ -251,16 +298,21 @@ def _raise_if_failed(out: Output) -> None:
         raise APIError(500, out.error or "generation failed", type="server_error")
 
 
-def _sse(events: AsyncIterator[str], gen: AsyncGeneration) -> StreamingResponse:
-    async def guarded() -> AsyncIterator[str]:
-        try:
-            async for event in events:
-                yield event
-        finally:  # client went away (the response task is cancelled) or the stream ended: stop decoding
-            gen.cancel()
+class _SSE(StreamingResponse):
+    """Server-sent events of one generation, which ends with the response however that ends: streamed to the
+    end, or the client gone (the response task is cancelled), even before the first event (then the events'
+    generator never started, and a `finally` inside it would never run)."""
 
-    return StreamingResponse(guarded(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    def __init__(self, events: AsyncIterator[str], gen: AsyncGeneration):
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._gen = gen
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._gen.end()
 
 
 def _data(obj) -> str:
@@ -310,9 +362,11 @@ async def _completion_events(gen: AsyncGeneration, rid: str, model: str, include
     yield "data: [DONE]\n\n"
 
 
-def _error_handlers(app: FastAPI) -> None:
+def _error_handlers(app: FastAPI, counters: Counters) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError) -> JSONResponse:
+        if e.status >= 500:
+            counters.server_errors += 1
         return JSONResponse(e.body, status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -331,6 +385,7 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def crashed(request: Request, e: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
+        counters.server_errors += 1
         return JSONResponse(p.error_body("internal server error", "server_error"), status_code=500)
 
 
@@ -377,24 +432,68 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of `host` on `port` (as uvicorn would bind them), not yet listening.
+
+    Bound before the model loads, so a busy port fails in a second instead of after minutes of loading, and
+    handed to uvicorn, so no other program can take the port in between.
+
+    Raises:
+        OSError: the port is taken or may not be used, with what to do about it.
+    """
+    try:
+        infos = sorted(set(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)))
+    except socket.gaierror as e:
+        raise OSError(f"--host {host}: cannot resolve it ({e.strerror}); use 127.0.0.1 for this machine only, "
+                      "or 0.0.0.0 for every interface") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart past TIME_WAIT
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as e:
+        for sock in sockets:
+            sock.close()
+        where = f"port {port} on {host}"
+        if e.errno == errno.EADDRINUSE:
+            raise OSError(f"{where} is already in use, so the model was not loaded: stop the program listening "
+                          f"there (`ss -ltnp 'sport = :{port}'` shows it) or choose a free port with --port") from None
+        if e.errno == errno.EACCES:
+            raise OSError(f"{where}: permission denied (ports below 1024 need root): choose --port 1024 or "
+                          "above") from None
+        raise OSError(f"{where}: cannot listen ({e.strerror}): check --host and --port") from None
+    return sockets
+
+
 def run(cfg: ServeConfig) -> None:
-    """Load the model and serve until interrupted."""
+    """Check the port, load the model and serve until interrupted."""
     import uvicorn
 
     if not _is_loopback(cfg.host) and cfg.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach port %d can use the model",
                     cfg.host, cfg.port)
-    engine = Engine.load(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
-                         max_batch_size=cfg.max_batch_size, max_waiting=cfg.max_queue, threads=cfg.threads)
-    if engine.template_note:
-        print(f"note: {engine.template_note}", flush=True)
-    app = create_app(engine, cfg)
-    shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(f"kotune: serving {cfg.model} at http://{shown}:{cfg.port}/ (OpenAI API under /v1)", flush=True)
+    sockets = bind(cfg.host, cfg.port)
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=5)
+        engine = Engine.load(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
+                             max_batch_size=cfg.max_batch_size, max_waiting=cfg.max_queue, threads=cfg.threads)
+        try:
+            if engine.template_note:
+                print(f"note: {engine.template_note}", flush=True)
+            app = create_app(engine, cfg)
+            shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+            print(f"kotune: serving {cfg.model} at http://{shown}:{cfg.port}/ (OpenAI API under /v1)", flush=True)
+            config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info",
+                                    timeout_graceful_shutdown=5)
+            uvicorn.Server(config).run(sockets=sockets)
+        finally:
+            engine.close()
     finally:
-        engine.close()
+        for sock in sockets:
+            sock.close()
 
 
 def main(args) -> int:

@@ -218,8 +218,16 @@ def test_full_queue_raises_engine_busy(chat_model):
         waiting, _ = submit_recording(eng, ids, long)
         with pytest.raises(EngineBusy, match="retry later"):
             eng.submit(ids, long, lambda out: None)
-        running.cancel()
+        # a request cancelled while waiting frees its place at once, though the batch is still busy
+        cancelled = eng.stats()["cancelled"]
         waiting.cancel()
+        deadline = time.monotonic() + 30
+        while eng.stats()["cancelled"] == cancelled:
+            assert time.monotonic() < deadline, eng.stats()
+            time.sleep(0.01)
+        assert eng.stats()["running"] == 1 and eng.stats()["waiting"] == 0
+        eng.submit(ids, long, lambda out: None).cancel()
+        running.cancel()
     finally:
         eng.close()
 

@@ -79,6 +79,7 @@ def test_chat_completion(client):
 
 
 def test_chat_stream_is_sse_ending_in_done_and_matches_the_whole_reply(client):
+    before = client.get("/health").json()["requests"]
     whole = client.post("/v1/chat/completions", json=chat_body(temperature=0, ignore_eos=True)).json()
     response = client.post("/v1/chat/completions", json=chat_body(temperature=0, ignore_eos=True, stream=True,
                                                                   stream_options={"include_usage": True}))
@@ -94,6 +95,9 @@ def test_chat_stream_is_sse_ending_in_done_and_matches_the_whole_reply(client):
     finishes = [f for f in finishes if f]
     assert finishes == ["length"]
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
+    after = client.get("/health").json()["requests"]  # one whole reply and one stream, both to the end
+    assert after["accepted"] == before["accepted"] + 2 and after["finished"] == before["finished"] + 2
+    assert after["active"] == 0 and after["disconnected"] == before["disconnected"]
 
 
 def test_text_completion_whole_and_streamed(client):
@@ -165,6 +169,9 @@ def test_full_queue_is_429(chat_model):
         response = client.post("/v1/chat/completions", json=chat_body())
         error = assert_openai_error(response, 429)
         assert error["code"] == "rate_limit_exceeded" and response.headers["retry-after"] == "1"
+        assert client.get("/health").json()["requests"] == {
+            "accepted": 0, "finished": 0, "disconnected": 0, "failed": 0, "rejected": 1, "server_errors": 0,
+            "active": 0}
         for h in handles:
             h.cancel()
     finally:
@@ -192,3 +199,22 @@ def test_server_config_checks_its_fields(chat_model):
         ServeConfig(model="m", port=70000)
     with pytest.raises(ValueError, match="api_key"):
         ServeConfig(model="m", api_key=" ")
+
+
+def test_serve_on_a_busy_port_fails_before_loading_the_model(tmp_path, capsys):
+    import socket
+
+    from kotune.cli import main
+
+    missing = str(tmp_path / "no-model")  # loading it would fail with a different message
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", missing, "--port", str(port)]) == 1
+        err = capsys.readouterr().err
+        assert f"port {port} on 127.0.0.1 is already in use" in err and "--port" in err
+        assert "no-model" not in err and "Traceback" not in err
+    # the port is free again: now the same command gets as far as the model
+    assert main(["serve", missing, "--port", str(port)]) == 1
+    assert "no-model" in capsys.readouterr().err
