@@ -192,6 +192,8 @@ class Pipeline:
             elif record is None:
                 started = _read(self.marker(stage, STARTED))
                 why = f"it started {_shown_date(started.get('started'))} and did not finish" if started else NOT_RUN
+            elif not self.out(stage).exists():
+                why = f"its output {self.out(stage)} is gone"
             elif "fingerprint" not in record:
                 why = "its completion record is older than fingerprints, so what it was made from is unknown"
             else:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 import yaml
 
 from kotune.config import from_dict
-from kotune.pipeline import fingerprint
 from kotune.pipeline.config import PipelineConfig
 from kotune.pipeline.run import Pipeline, StageFailed
 
@@ -140,6 +138,17 @@ def test_a_record_without_fingerprint_counts_as_changed(project):
     assert any("dpo: its completion record is older than fingerprints" in line for line in lines)
 
 
+def test_a_stage_whose_output_was_deleted_is_redone(project):
+    run(project)
+    import shutil
+
+    shutil.rmtree(os.path.join(project["run_dir"], "sft"))
+    calls, lines = run(project)
+    assert calls == ["sft", "dpo", "eval_generate"]
+    assert any(line.startswith("sft: its output ") and line.endswith("is gone; redoing sft, dpo, eval_generate")
+               for line in lines)
+
+
 def test_report_says_per_stage_whether_it_ran_now_or_was_reused(project):
     run(project)
     project["eval_generate"]["limit"] = 3
@@ -169,22 +178,3 @@ def test_dry_run_says_what_would_run_and_why_and_writes_nothing(project, tmp_pat
         ["check", "skip"], ["sft", "run"], ["dpo", "run"], ["eval_generate", "run"]]
     assert sum("redoing" in line for line in lines) == 1  # one cause, named once
     assert run(project)[0] == ["sft", "dpo", "eval_generate"]  # the dry run changed no record
-
-
-def test_content_hashes_are_cached_by_stat_and_a_same_size_edit_is_still_seen(tmp_path, monkeypatch):
-    monkeypatch.setattr(fingerprint, "RACY_NS", 0)  # trust stats at once (the real rule waits out clock ticks)
-    data = tmp_path / "a.json"
-    data.write_text("[1]")
-    hashes = fingerprint.FileHashes(tmp_path / "cache.json")
-    first = hashes.file(data)
-    hashes.save()
-    reads = []
-    real_open = open
-    monkeypatch.setattr("builtins.open", lambda *a, **k: reads.append(a[0]) or real_open(*a, **k))
-    cached = fingerprint.FileHashes(tmp_path / "cache.json")
-    assert cached.file(data) == first and reads == []  # unchanged: not read again
-    stat = data.stat()
-    time.sleep(0.05)  # past the file system's timestamp tick, so the ctime of the edit differs
-    data.write_text("[2]")
-    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime: the ctime still moved
-    assert cached.file(data) != first and reads == [data]
