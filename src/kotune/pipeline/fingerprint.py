@@ -22,6 +22,7 @@ from typing import Any
 
 CHUNK = 1 << 20
 RACY_NS = 2_000_000_000  # files touched this recently are hashed again next time instead of trusted by their stat
+LARGE = 1 << 30  # files above this say they are being hashed (a 25 GB model takes a while, once)
 SHOWN = 6  # changes named in one message; the rest are counted
 
 
@@ -39,8 +40,9 @@ def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
 class FileHashes:
     """Content hashes of files, cached in `cache` (JSON) by their stat so unchanged files are not read again."""
 
-    def __init__(self, cache: Path | None = None):
+    def __init__(self, cache: Path | None = None, log=None):
         self.cache = cache
+        self.log = log
         self.entries: dict[str, list] = {}
         if cache is not None and cache.is_file():
             try:
@@ -55,6 +57,8 @@ class FileHashes:
         cached = self.entries.get(key)
         if cached and cached[:4] == stamp:
             return cached[4]
+        if st.st_size > LARGE and self.log:
+            self.log(f"hashing {path} ({st.st_size / 2**30:.1f} GiB): once, later runs trust its size and time")
         digest = hashlib.blake2b(digest_size=20)
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):

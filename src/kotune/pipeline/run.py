@@ -102,7 +102,7 @@ class Pipeline:
         self.forced = set(force or [])
         self.models: list[tuple[str, str]] = [] if cfg.base_model is None else [("base", cfg.base_model)]
         self.models += [(s, str(self.out(s))) for s in cfg.stages() if s in MODEL_STAGES]
-        self.hashes = FileHashes(self.run_dir / MARKERS / HASHES)
+        self.hashes = FileHashes(self.run_dir / MARKERS / HASHES, log)
         self.runs: dict[str, StageRun] = {}
 
     def out(self, stage: str) -> Path:
@@ -174,7 +174,8 @@ class Pipeline:
                 upstream[producer] = (_read(self.marker(producer)) or {}).get("run")
             elif not (_within(run_dir, path) or _within(path, run_dir) or _within(path, cwd)) and path.exists():
                 files.update(self.hashes.tree(name))
-        return {"config": flatten(settings), "files": files, "upstream": {s: upstream[s] for s in ORDER if s in upstream}}
+        upstream = {s: upstream[s] for s in ORDER if s in upstream}
+        return {"config": flatten(settings), "files": files, "upstream": upstream}
 
     # --- what a run does -------------------------------------------------------------------------------------
 
@@ -226,6 +227,8 @@ class Pipeline:
     def dry_run(self) -> list[Step]:
         """Print what a run would do with each stage, and why; runs and writes nothing."""
         steps = self.plan()
+        if self.run_dir.is_dir():  # keep the hashes, so the run after it does not read a large model again
+            self.hashes.save()
         self.log(f"dry run of {self.run_dir}: nothing is run")
         for line in self.explain(steps):
             self.log(line)
