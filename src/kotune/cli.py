@@ -35,7 +35,9 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
     p.add_argument("-h", "--help", action="store_true", help="show this help and every recipe key")
     if name == "pipeline":
         p.add_argument("--force", action="append", default=[], metavar="STAGE",
-                       help="redo STAGE (and every stage after it) even if it completed before; repeatable")
+                       help="redo STAGE (and every stage that starts from it) even if unchanged; repeatable")
+        p.add_argument("--dry-run", action="store_true",
+                       help="print each stage, run or skip, and why (what changed since it ran); run nothing")
     if name in LAUNCHABLE_STAGES:
         p.add_argument("--nproc", type=int, default=None, metavar="N",
                        help="train with N processes: re-runs this command under torchrun (DDP), or under "
@@ -64,7 +66,7 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
         from kotune.pipeline.run import StageFailed
 
         try:
-            _import(run_path)(cfg, force=args.force)
+            _import(run_path)(cfg, force=args.force, dry_run=args.dry_run)
         except StageFailed as e:
             print(f"kotune: error: {e}", file=sys.stderr)
             return 1

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -71,3 +72,42 @@ def test_pipeline_launches_its_training_stages_on_n_processes(tiny_neox, tmp_pat
     assert "process 0 of 2 (MULTI_CPU)" in log and "process 1 of 2 (MULTI_CPU)" in log
     assert (tmp_path / "run" / "sft" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "run" / "pipeline.json").read_text())["final_model"] == str(tmp_path / "run" / "sft")
+
+
+def test_a_rerun_redoes_exactly_the_stages_whose_inputs_changed(tiny_neox, tmp_path):
+    """Data check + tiny SFT + generation checks through the CLI: an unchanged rerun does nothing; a `set:` change,
+    an edited data file and a missing completion record (a killed stage) each redo the stage concerned and the ones
+    that start from it. (Every combination of causes runs with fake stages in tests/unit/pipeline.)"""
+    records = json.loads((REPO / "data/samples/koalpaca_v1.0.sample.json").read_text(encoding="utf-8"))[:24]
+    data = tmp_path / "sft.json"
+    data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text('[{"prompt": "안녕", "chosen": "안녕하세요", "rejected": "몰라"}]', encoding="utf-8")
+    recipe = tmp_path / "pipeline.yaml"
+    recipe.write_text(
+        f"run_dir: {tmp_path / 'run'}\nbase_model: {tiny_neox}\ncheck: [{pairs}]\n"
+        "sft:\n  recipe: recipes/sft/quickstart_tiny.yaml\n"
+        f"  set: {{data.files: [{data}], train.max_steps: 1, train.global_batch_size: 4, train.micro_batch_size: 4, "
+        "data.max_length: 256}\n"
+        "eval_generate: {limit: 1, max_new_tokens: 4}\n", encoding="utf-8")
+
+    def ran(*extra) -> list[str]:
+        result = subprocess.run([sys.executable, "-m", "kotune.cli", "pipeline", str(recipe), *extra], cwd=REPO,
+                                capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        return re.findall(r"^\[\d+/\d+\] (\w+)(?!: done earlier, skipped)\b", result.stdout, flags=re.M)
+
+    assert ran() == ["check", "sft", "eval_generate"]
+    assert ran() == []
+    assert "reused (ran " in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+
+    dry = subprocess.run([sys.executable, "-m", "kotune.cli", "pipeline", str(recipe), "sft.set.train.max_steps=2",
+                          "--dry-run"], cwd=REPO, capture_output=True, text=True)
+    assert "sft: train.max_steps 1 -> 2; redoing sft, eval_generate" in dry.stdout, dry.stdout + dry.stderr
+    assert ran("sft.set.train.max_steps=2") == ["sft", "eval_generate"]
+
+    pairs.write_text('[{"prompt": "안녕", "chosen": "반가워요", "rejected": "몰라"}]', encoding="utf-8")
+    assert ran("sft.set.train.max_steps=2") == ["check"]  # only the data check reads it
+
+    (tmp_path / "run" / ".stages" / "eval_generate.json").unlink()  # as if killed before it finished
+    assert ran("sft.set.train.max_steps=2") == ["eval_generate"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -16,6 +17,21 @@ from kotune.config import to_dict
 
 CURVES = {"pretrain": "loss.png", "sft": "loss.png", "reward": "curves.png", "ppo": "curves.png", "dpo": "curves.png"}
 REPORTS = {"reward": "reward_report.json", "ppo": "ppo_report.json", "dpo": "dpo_report.json"}
+
+
+class StageRun(NamedTuple):
+    """One stage's run as the report shows it: ran in this invocation, or reused from an earlier one."""
+
+    seconds: float
+    finished: str | None  # ISO date and time (UTC) it completed
+    reused: bool
+
+
+def _ran(run: StageRun | None) -> str:
+    if run is None:
+        return "?"
+    when = f"{run.finished[:10]} {run.finished[11:16]} UTC" if run.finished else "unknown date"
+    return f"reused (ran {when})" if run.reused else f"ran in this invocation ({when})"
 
 
 def _read(path: Path) -> dict | None:
@@ -81,15 +97,15 @@ def _evaluation_section(run_dir: Path) -> list[str]:
     return ["## Evaluation", "", body.strip(), ""]
 
 
-def write_pipeline_report(run_dir: Path, cfg, models: list, timings: dict) -> Path:
-    """Write `run_dir/report.md` and return its path."""
+def write_pipeline_report(run_dir: Path, cfg, models: list, runs: dict[str, StageRun]) -> Path:
+    """Write `run_dir/report.md` and return its path; `runs` says per stage when it ran and whether it was reused."""
     final = models[-1][1]
     lines = [
         "# kotune pipeline report", "",
         f"Final model: `{final}`. Chat with it: `kotune chat {run_dir}`; serve it: `kotune serve {run_dir}`.", "",
-        "| stage | output | seconds |", "|---|---|---:|",
-        *[f"| {stage} | `{run_dir / ('eval' if stage.startswith('eval_') else stage)}` | {timings.get(stage, 0):,.0f} |"
-          for stage in cfg.stages()],
+        "| stage | output | ran | seconds |", "|---|---|---|---:|",
+        *[f"| {stage} | `{run_dir / ('eval' if stage.startswith('eval_') else stage)}` | {_ran(runs.get(stage))} | "
+          f"{runs[stage].seconds if stage in runs else 0:,.0f} |" for stage in cfg.stages()],
         "", "Models, in order: " + " → ".join(f"{name} (`{path}`)" for name, path in models), "",
     ]
     lines += _data_section(run_dir) + _training_section(run_dir, models) + _evaluation_section(run_dir)

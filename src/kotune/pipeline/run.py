@@ -1,26 +1,51 @@
-"""Run the pipeline's stages in order, skipping those already done, and write the report.
+"""Run the pipeline's stages in order, reusing those whose inputs did not change, and write the report.
 
-Each stage writes into `run_dir/<stage>` (both evaluations into `run_dir/eval`) and, when it succeeds, a marker
-`run_dir/.stages/<stage>.json` (its settings and duration). A rerun skips every stage with a marker; `--force STAGE` redoes that stage and all after it, since
-their inputs change. A failing stage stops the pipeline with its name, keeping what earlier stages made.
+Each stage writes into `run_dir/<stage>` (both evaluations into `run_dir/eval`) and, when it succeeds, a completion
+record `run_dir/.stages/<stage>.json`: when it ran, how long it took, and the fingerprint of what it was made from
+(its resolved configuration, the content of the files it reads, and which run of each earlier stage it starts
+from; see `fingerprint.py`). A rerun skips a stage only when its fingerprint is unchanged; a changed stage is redone
+together with every stage that starts from it, and the pipeline says what changed. `--force STAGE` redoes a stage
+regardless. A failing stage stops the pipeline with its name, keeping what earlier stages made.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import time
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kotune.config import apply_overrides, from_dict, read_recipe, save_config, to_dict
 from kotune.pipeline.config import ORDER, PipelineConfig
+from kotune.pipeline.fingerprint import FileHashes, changes, flatten, strings, summary
+from kotune.pipeline.report import StageRun, write_pipeline_report
 from kotune.stages import LAUNCHABLE_STAGES, RECIPE_STAGES
 
 MARKERS = ".stages"  # run_dir/.stages/<stage>.json: written when a stage succeeds
+STARTED = ".started.json"  # run_dir/.stages/<stage>.started.json: written when it starts, removed when it succeeds
+HASHES = "hashes.json"  # run_dir/.stages/hashes.json: content hashes of input files, by their stat
+MODEL_STAGES = ("pretrain", "sft", "ppo", "dpo")  # the stages whose output is a model the next stage starts from
+NOT_RUN = "not run yet"
 
 
 class StageFailed(RuntimeError):
     """A stage raised; the message names it and where earlier outputs are."""
+
+
+@dataclasses.dataclass
+class Step:
+    """What a run will do with one stage, and why."""
+
+    stage: str
+    redo: bool
+    why: str
+    upstream: list[str]  # the earlier stages whose output it reads
+    record: dict | None  # its completion record from an earlier run
+    cause: bool = False  # redone for a reason of its own, not only because an earlier stage is redone
 
 
 def _import(dotted: str):
@@ -49,50 +74,244 @@ def _stage_config(name: str, spec, wiring: dict):
     return from_dict(_import(RECIPE_STAGES[name][1]), data, name)
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _within(folder: Path, path: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
 class Pipeline:
     def __init__(self, cfg: PipelineConfig, force: list[str] | None = None, log=print):
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
         self.log = log
-        unknown = [s for s in force or [] if s not in ORDER]
+        unknown = [s for s in force or [] if s not in cfg.stages()]
         if unknown:
             raise ValueError(f"--force: unknown stage {unknown[0]!r}; stages: {', '.join(cfg.stages())}")
-        stages = cfg.stages()
-        first_forced = min((stages.index(s) for s in force or [] if s in stages), default=None)
-        self.forced = set(stages[first_forced:]) if first_forced is not None else set()
+        self.forced = set(force or [])
         self.models: list[tuple[str, str]] = [] if cfg.base_model is None else [("base", cfg.base_model)]
-        self.timings: dict[str, float] = {}
+        self.models += [(s, str(self.out(s))) for s in cfg.stages() if s in MODEL_STAGES]
+        self.hashes = FileHashes(self.run_dir / MARKERS / HASHES, log)
+        self.runs: dict[str, StageRun] = {}
 
     def out(self, stage: str) -> Path:
-        return self.run_dir / stage
+        return self.run_dir / ("eval" if stage.startswith("eval_") else stage)
 
-    # --- stage bodies: each returns the settings recorded in its marker -------------------------------------
+    def marker(self, stage: str, suffix: str = ".json") -> Path:
+        return self.run_dir / MARKERS / f"{stage}{suffix}"
 
-    def check(self) -> dict:
+    # --- what each stage runs with --------------------------------------------------------------------------
+
+    def _start_model(self, stage: str) -> str:
+        """The newest model made before `stage` (or the base model)."""
+        return [path for name, path in self.models if name == "base" or ORDER.index(name) < ORDER.index(stage)][-1]
+
+    def _wiring(self, stage: str) -> dict:
+        out = str(self.out(stage))
+        if stage == "pretrain":
+            wiring = {"output_dir": out}
+            if self.cfg.tokenizer:
+                wiring["tokenizer"] = str(self.out("tokenizer"))
+            if self.cfg.base_model:
+                wiring["model"] = self.cfg.base_model
+            return wiring
+        if stage == "selfinstruct":
+            return {"output": str(self.out("selfinstruct") / "generated.jsonl")}
+        if stage == "sft":
+            wiring = {"model": self._start_model("sft"), "output_dir": out}
+            if self.cfg.selfinstruct:
+                base = _stage_config("sft", self.cfg.sft, {"model": "-", "output_dir": "-"}).data.files
+                wiring["data.files"] = [*base, str(self.out("selfinstruct") / "generated.jsonl")]
+            return wiring
+        wiring = {"model": str(self.out("sft")), "output_dir": out}
+        return {**wiring, "reward_model": str(self.out("reward"))} if stage == "ppo" else wiring
+
+    def resolve(self, stage: str):
+        """What `stage` runs with: its recipe's config dataclass (training stages) or a dict (the others)."""
+        if stage in RECIPE_STAGES:
+            return _stage_config(stage, getattr(self.cfg, stage), self._wiring(stage))
+        if stage == "check":
+            return {"files": list(self.cfg.check)}
+        if stage == "tokenizer":
+            return {**to_dict(self.cfg.tokenizer), "out": str(self.out("tokenizer"))}
+        models = [path for _, path in reversed(self.models)]  # the final model first
+        if stage == "eval_kobest":
+            from kotune.eval.kobest import DATA_DIR
+
+            return {**to_dict(self.cfg.eval_kobest), "models": models, "data_dir": str(DATA_DIR)}
+        from kotune.eval.generate_eval import DEFAULT_PROMPTS
+
+        g = self.cfg.eval_generate
+        return {**to_dict(g), "prompts": str(g.prompts or DEFAULT_PROMPTS), "models": models}
+
+    def fingerprint(self, stage: str, settings: dict) -> dict:
+        """The resolved settings, the content of every file or folder they name, and the earlier stages' runs.
+
+        A path inside an earlier stage's output names that stage (its run id, not its content: the stage's own
+        fingerprint covers what it was made from); the stage's own output and the run folder are not inputs.
+        """
+        run_dir, cwd = Path(os.path.abspath(self.run_dir)), Path(os.getcwd())
+        producers = {s: Path(os.path.abspath(self.out(s))) for s in self.cfg.stages() if not s.startswith("eval_")}
+        files: dict[str, str] = {}
+        upstream: dict[str, str | None] = {}
+        for name in strings(settings):
+            if not name.strip() or "\n" in name or len(name) > 4096:
+                continue
+            path = Path(os.path.abspath(name))
+            producer = next((s for s, folder in producers.items() if _within(folder, path)), None)
+            if producer is not None and producer != stage:
+                upstream[producer] = (_read(self.marker(producer)) or {}).get("run")
+            elif not (_within(run_dir, path) or _within(path, run_dir) or _within(path, cwd)) and path.exists():
+                files.update(self.hashes.tree(name))
+        upstream = {s: upstream[s] for s in ORDER if s in upstream}
+        return {"config": flatten(settings), "files": files, "upstream": upstream}
+
+    # --- what a run does -------------------------------------------------------------------------------------
+
+    def plan(self) -> list[Step]:
+        """Each stage, redone or reused, and why; reads records and hashes inputs, runs nothing."""
+        steps: list[Step] = []
+        redone: set[str] = set()
+        for stage in self.cfg.stages():
+            fp = self.fingerprint(stage, _as_dict(self.resolve(stage)))
+            record = _read(self.marker(stage))
+            before = [u for u in fp["upstream"] if u in redone]
+            why, cause = None, True
+            if stage in self.forced:
+                why = f"--force {stage}"
+            elif record is None:
+                started = _read(self.marker(stage, STARTED))
+                why = f"it started {_shown_date(started.get('started'))} and did not finish" if started else NOT_RUN
+            elif not self.out(stage).exists():
+                why = f"its output {self.out(stage)} is gone"
+            elif "fingerprint" not in record:
+                why = "its completion record is older than fingerprints, so what it was made from is unknown"
+            else:
+                old = record["fingerprint"]
+                for u in before:  # an upstream being redone is said once, below, not as "was redone since"
+                    fp["upstream"][u] = old.get("upstream", {}).get(u)
+                found = changes(old, fp)
+                why = summary(found) if found else None
+            if why is None and before:
+                why, cause = f"it starts from {', '.join(before)}, redone in this run", False
+            if why is not None:
+                redone.add(stage)
+            steps.append(Step(stage, why is not None, why or f"unchanged since {_shown_date(record.get('finished'))}",
+                              list(fp["upstream"]), record, cause and why is not None))
+        return steps
+
+    def explain(self, steps: list[Step]) -> list[str]:
+        """`sft: train.learning_rate 0.002 -> 0.0001; redoing sft, dpo, eval_kobest, eval_generate` per cause."""
+        lines = []
+        for step in steps:
+            if not step.cause or step.why == NOT_RUN and not any(s.record for s in steps):
+                continue
+            affected = {step.stage}
+            for later in steps:
+                if later.redo and affected & set(later.upstream):
+                    affected.add(later.stage)
+            lines.append(f"{step.stage}: {step.why}; redoing {', '.join(s.stage for s in steps if s.stage in affected)}")
+        return lines
+
+    def dry_run(self) -> list[Step]:
+        """Print what a run would do with each stage, and why; runs and writes nothing."""
+        steps = self.plan()
+        if self.run_dir.is_dir():  # keep the hashes, so the run after it does not read a large model again
+            self.hashes.save()
+        self.log(f"dry run of {self.run_dir}: nothing is run")
+        for line in self.explain(steps):
+            self.log(line)
+        width = max(len(s.stage) for s in steps)
+        for step in steps:
+            self.log(f"  {step.stage:<{width}}  {'run ' if step.redo else 'skip'}  {step.why}")
+        return steps
+
+    def run(self) -> Path:
+        steps = self.plan()
+        self.hashes.save()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "pipeline.yaml")
+        for line in self.explain(steps):
+            self.log(line)
+        for i, step in enumerate(steps, 1):
+            stage, record = step.stage, step.record
+            if not step.redo:
+                self.log(f"[{i}/{len(steps)}] {stage}: done earlier, skipped ({step.why}; --force {stage} redoes it)")
+                self.runs[stage] = StageRun(record.get("seconds", 0.0), record.get("finished"), reused=True)
+                continue
+            self.log(f"[{i}/{len(steps)}] {stage}" + ("" if step.why == NOT_RUN else f": redoing ({step.why})"))
+            self._run_stage(stage, record, [s.stage for s in steps[: i - 1]])
+        final = self.models[-1][1]
+        (self.run_dir / "pipeline.json").write_text(json.dumps(
+            {"final_model": final, "models": self.models, "stages": [s.stage for s in steps],
+             "seconds": {s: r.seconds for s, r in self.runs.items()},
+             "reused": [s for s, r in self.runs.items() if r.reused]}, indent=1))
+        report = write_pipeline_report(self.run_dir, self.cfg, self.models, self.runs)
+        self.log(f"report: {report}")
+        self.log(f"chat with the final model:  kotune chat {self.run_dir}\n"
+                 f"serve it (OpenAI API + web): kotune serve {self.run_dir}")
+        return report
+
+    def _run_stage(self, stage: str, record: dict | None, earlier: list[str]) -> None:
+        """Run one stage and write its completion record; its earlier record goes first, so a failure leaves none."""
+        cfg = self.resolve(stage)
+        fp = self.fingerprint(stage, _as_dict(cfg))  # again: the stages it starts from have new run ids now
+        self.hashes.save()
+        started = _read(self.marker(stage, STARTED))
+        # A stage cut short with the same fingerprint keeps its partial output (self-instruct and `train.resume`
+        # continue from it); anything else starts from an empty folder. Both evaluations share eval/: kept.
+        if not stage.startswith("eval_") and (record is not None or started and started.get("fingerprint") != fp):
+            shutil.rmtree(self.out(stage), ignore_errors=True)
+        self.marker(stage).unlink(missing_ok=True)
+        self.marker(stage).parent.mkdir(parents=True, exist_ok=True)
+        began = _now()
+        self.marker(stage, STARTED).write_text(json.dumps({"stage": stage, "started": began, "fingerprint": fp},
+                                                          ensure_ascii=False, indent=1))
+        clock = time.time()
+        try:
+            getattr(self, stage)(cfg)
+        except Exception as e:
+            kept = ", ".join(str(self.out(s)) for s in earlier) or "nothing"
+            raise StageFailed(f"stage {stage} failed: {e}\nearlier stages' outputs are kept: {kept}; fix the "
+                              f"cause and rerun the same command to continue from {stage}") from e
+        run = StageRun(time.time() - clock, _now(), reused=False)
+        self.marker(stage).write_text(json.dumps(
+            {"stage": stage, "run": uuid.uuid4().hex, "started": began, "finished": run.finished,
+             "seconds": run.seconds, "fingerprint": fp}, ensure_ascii=False, indent=1))
+        self.marker(stage, STARTED).unlink(missing_ok=True)
+        self.runs[stage] = run
+
+    # --- stage bodies: each gets what `resolve` returned -----------------------------------------------------
+
+    def check(self, cfg: dict) -> None:
         from kotune.data.check import run as check
 
         lines: list[str] = []
-        code = check(self.cfg.check, out=lines.append)
+        check(cfg["files"], out=lines.append)
         self.out("check").mkdir(parents=True, exist_ok=True)
         (self.out("check") / "check.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         for line in lines[:12]:
             self.log(f"  {line}")
-        return {"files": self.cfg.check, "problems": code != 0}
 
-    def tokenizer(self) -> dict:
+    def tokenizer(self, cfg: dict) -> None:
         from kotune.pretrain.tokenizer import run as train
 
-        t = self.cfg.tokenizer
-        train(t.corpus, vocab_size=t.vocab_size, out=str(self.out("tokenizer")), style=t.style, log=self.log)
-        return to_dict(t)
+        train(cfg["corpus"], vocab_size=cfg["vocab_size"], out=cfg["out"], style=cfg["style"], log=self.log)
 
-    def _train(self, stage: str, wiring: dict) -> dict:
-        cfg = _stage_config(stage, getattr(self.cfg, stage), wiring)
+    def _train(self, stage: str, cfg) -> None:
         if self._launches(stage, cfg):
             self._launch(stage, cfg)
         else:
             _import(RECIPE_STAGES[stage][2])(cfg, log=self.log)
-        return to_dict(cfg)
 
     def _launches(self, stage: str, cfg) -> bool:
         if self.cfg.nproc is None and self.cfg.accelerate_config is None or stage not in LAUNCHABLE_STAGES:
@@ -108,103 +327,59 @@ class Pipeline:
         """The stage's resolved recipe, written beside the markers, run by `kotune STAGE` under the launcher."""
         from kotune.launch import relaunch
 
-        recipe = self.run_dir / MARKERS / f"{stage}.launch.yaml"
+        recipe = self.marker(stage, ".launch.yaml")
         save_config(cfg, recipe)
         code = relaunch([stage, str(recipe)], self.cfg.nproc, self.cfg.accelerate_config)
         if code:
             raise RuntimeError(f"its launched processes exited with code {code} (their output is above); "
                                f"recipe: {recipe}")
 
-    def pretrain(self) -> dict:
-        wiring = {"output_dir": str(self.out("pretrain"))}
-        if self.cfg.tokenizer:
-            wiring["tokenizer"] = str(self.out("tokenizer"))
-        if self.cfg.base_model:
-            wiring["model"] = self.cfg.base_model
-        return self._train("pretrain", wiring)
+    def pretrain(self, cfg) -> None:
+        self._train("pretrain", cfg)
 
-    def selfinstruct(self) -> dict:
-        return self._train("selfinstruct", {"output": str(self.out("selfinstruct") / "generated.jsonl")})
+    def selfinstruct(self, cfg) -> None:
+        self._train("selfinstruct", cfg)
 
-    def sft(self) -> dict:
-        wiring = {"model": self.models[-1][1], "output_dir": str(self.out("sft"))}
-        if self.cfg.selfinstruct:
-            base = _stage_config("sft", self.cfg.sft, {"model": "-", "output_dir": "-"}).data.files
-            wiring["data.files"] = [*base, str(self.out("selfinstruct") / "generated.jsonl")]
-        return self._train("sft", wiring)
+    def sft(self, cfg) -> None:
+        self._train("sft", cfg)
 
-    def reward(self) -> dict:
-        return self._train("reward", {"model": str(self.out("sft")), "output_dir": str(self.out("reward"))})
+    def reward(self, cfg) -> None:
+        self._train("reward", cfg)
 
-    def ppo(self) -> dict:
-        return self._train("ppo", {"model": str(self.out("sft")), "reward_model": str(self.out("reward")),
-                                   "output_dir": str(self.out("ppo"))})
+    def ppo(self, cfg) -> None:
+        self._train("ppo", cfg)
 
-    def dpo(self) -> dict:
-        return self._train("dpo", {"model": str(self.out("sft")), "output_dir": str(self.out("dpo"))})
+    def dpo(self, cfg) -> None:
+        self._train("dpo", cfg)
 
-    def eval_kobest(self) -> dict:
+    def eval_kobest(self, cfg: dict) -> None:
         from kotune.eval.kobest import run as kobest
 
-        k = self.cfg.eval_kobest
-        final, *earlier = [path for _, path in reversed(self.models)]
-        kobest(final, tasks=k.tasks, shots=k.shots, limit=k.limit, batch_size=k.batch_size, out=self.out("eval"),
-               baselines=earlier)
-        return to_dict(k)
+        final, *earlier = cfg["models"]
+        kobest(final, tasks=cfg["tasks"], shots=cfg["shots"], limit=cfg["limit"], batch_size=cfg["batch_size"],
+               out=self.out("eval_kobest"), baselines=earlier, data_dir=cfg["data_dir"])
 
-    def eval_generate(self) -> dict:
-        from kotune.eval.generate_eval import DEFAULT_PROMPTS
+    def eval_generate(self, cfg: dict) -> None:
         from kotune.eval.generate_eval import run as generate
 
-        g = self.cfg.eval_generate
-        final, *earlier = [path for _, path in reversed(self.models)]
-        generate(final, prompts=g.prompts or DEFAULT_PROMPTS, max_new_tokens=g.max_new_tokens, limit=g.limit,
-                 out=self.out("eval"), baselines=earlier)
-        return to_dict(g)
-
-    # --- driver ------------------------------------------------------------------------------------------------
-
-    def _record_model(self, stage: str) -> None:
-        if stage in ("pretrain", "sft", "ppo", "dpo"):
-            self.models.append((stage, str(self.out(stage))))
-
-    def run(self) -> Path:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.run_dir / "pipeline.yaml")
-        stages = self.cfg.stages()
-        for i, stage in enumerate(stages, 1):
-            marker = self.run_dir / MARKERS / f"{stage}.json"
-            if marker.is_file() and stage not in self.forced:
-                self.log(f"[{i}/{len(stages)}] {stage}: done earlier, skipped (--force {stage} redoes it)")
-                self.timings[stage] = json.loads(marker.read_text()).get("seconds", 0.0)
-                self._record_model(stage)
-                continue
-            self.log(f"[{i}/{len(stages)}] {stage}")
-            if stage in self.forced and not stage.startswith("eval_"):
-                shutil.rmtree(self.out(stage), ignore_errors=True)
-            started = time.time()
-            try:
-                settings = getattr(self, stage)()
-            except Exception as e:
-                kept = ", ".join(str(self.out(s)) for s in stages[: i - 1]) or "nothing"
-                raise StageFailed(f"stage {stage} failed: {e}\nearlier stages' outputs are kept: {kept}; fix the "
-                                  f"cause and rerun the same command to continue from {stage}") from e
-            self.timings[stage] = time.time() - started
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"stage": stage, "seconds": self.timings[stage], "settings": settings},
-                                         ensure_ascii=False, indent=1, default=str))
-            self._record_model(stage)
-        final = self.models[-1][1]
-        (self.run_dir / "pipeline.json").write_text(json.dumps(
-            {"final_model": final, "models": self.models, "stages": stages, "seconds": self.timings}, indent=1))
-        from kotune.pipeline.report import write_pipeline_report
-
-        report = write_pipeline_report(self.run_dir, self.cfg, self.models, self.timings)
-        self.log(f"report: {report}")
-        self.log(f"chat with the final model:  kotune chat {self.run_dir}\n"
-                 f"serve it (OpenAI API + web): kotune serve {self.run_dir}")
-        return report
+        final, *earlier = cfg["models"]
+        generate(final, prompts=cfg["prompts"], max_new_tokens=cfg["max_new_tokens"], limit=cfg["limit"],
+                 out=self.out("eval_generate"), baselines=earlier)
 
 
-def run(cfg: PipelineConfig, force: list[str] | None = None, log=print) -> Path:
-    return Pipeline(cfg, force, log).run()
+def _as_dict(cfg) -> dict:
+    return to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def _shown_date(iso: str | None) -> str:
+    """`2026-11-30T21:40:12+00:00` -> `2026-11-30 21:40 UTC`."""
+    return f"{iso[:10]} {iso[11:16]} UTC" if iso else "an unknown date"
+
+
+def run(cfg: PipelineConfig, force: list[str] | None = None, dry_run: bool = False, log=print) -> Path | None:
+    """Run the pipeline (or, with `dry_run`, print what it would run and why) and return the report's path."""
+    pipeline = Pipeline(cfg, force, log)
+    if dry_run:
+        pipeline.dry_run()
+        return None
+    return pipeline.run()
