@@ -25,6 +25,7 @@ from kotune.common.checkpoint import begin_checkpoint, latest_checkpoint, publis
 from kotune.common.losses import IGNORE_INDEX, causal_lm_loss_sum, next_token_targets
 from kotune.common.metrics import MetricsLog, plot_curves
 from kotune.data.batching import BatchPlan, split_for_rank
+from kotune.training import trainable_state
 from kotune.training.config import TrainConfig, resolve_precision
 from kotune.training.distributed import configure_deepspeed
 
@@ -49,14 +50,15 @@ def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def _checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
-    """Every process writes its part (accelerate: model, optimizer, scheduler, RNG); the main process then
-    publishes the folder atomically."""
+def _checkpoint(accelerator, model, out: Path, step: int, keep: int) -> None:
+    """Every process writes its part (accelerate: model, optimizer, scheduler, RNG; of a LoRA/QLoRA model only
+    the trainable parameters, see training/trainable_state.py); the main process then publishes the folder
+    atomically."""
     root = out / "checkpoints"
     if accelerator.is_main_process:
         begin_checkpoint(root, step)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(root / f"step-{step:07d}.tmp"))
+    accelerator.save_state(str(root / f"step-{step:07d}.tmp"), **trainable_state.save_kwargs(accelerator, model))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         publish_checkpoint(root, step, {"step": step}, keep)
@@ -109,6 +111,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     # global optimizer steps. It is registered so checkpoints still save and restore it.
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    trainable_state.register(accelerator)
     # Collected after prepare: FSDP2 replaces parameters with sharded ones.
     params = [p for p in model.parameters() if p.requires_grad]
     if world > 1:  # every process says it is there (a launch that silently started one shows "1 process(es)" below)
@@ -117,7 +120,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     start_step = 0
     found = latest_checkpoint(out / "checkpoints") if cfg.resume else None
     if found:
-        accelerator.load_state(str(found[0]))
+        accelerator.load_state(str(found[0]), **trainable_state.load_kwargs(accelerator, model))
         start_step = found[1]["step"]
         log(f"resumed from {found[0]} (step {start_step})")
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if found else None) if is_main else None
@@ -168,7 +171,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
                 "trained_tokens": global_trained, "trained_tokens_per_s": trained_seen / elapsed, "elapsed_s": elapsed,
             })
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < plan.total_steps:
-            _checkpoint(accelerator, out, step + 1, cfg.keep_checkpoints)
+            _checkpoint(accelerator, model, out, step + 1, cfg.keep_checkpoints)
     progress.close()
     accelerator.wait_for_everyone()
     return model
