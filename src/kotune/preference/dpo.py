@@ -9,14 +9,13 @@ added (`kotune.preference.models`). ORPO and SimPO use no reference.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 from kotune.common.metrics import plot_curves
 from kotune.preference import trl_backend as tb
 from kotune.preference.config import DPOConfig
-from kotune.preference.models import check_lora_start, load_policy
+from kotune.preference.models import check_lora_start, frozen_copy, frozen_dtype, load_policy
 from kotune.preference.pairs import prepare_pairs
 
 CURVES = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "grad_norm"]
@@ -36,10 +35,11 @@ def _peft_config(cfg: DPOConfig, model):
 def build_trainer(cfg: DPOConfig, model, tokenizer, data, out: Path, precision: str, callbacks: list):
     """The TRL trainer for `cfg.algo`, fed kotune's token ids."""
     peft_config = _peft_config(cfg, model)
-    # A frozen copy of the SFT model as the reference for full fine-tuning; LoRA: TRL disables the adapter.
+    # A frozen copy of the SFT model as the reference for full fine-tuning, in the compute dtype; LoRA: TRL
+    # disables the adapter.
     ref = None
     if cfg.algo in ("dpo", "kto") and cfg.method == "full":
-        ref = copy.deepcopy(model).eval().requires_grad_(False)
+        ref = frozen_copy(model, precision)
     common = dict(processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
     if cfg.algo == "dpo":
         from trl import DPOConfig as Args
@@ -86,7 +86,9 @@ def run(cfg: DPOConfig, log=print) -> Path:
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
 
     torch.manual_seed(cfg.train.seed)
-    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    # Full fine-tuning trains fp32 weights (autocast computes in bf16); LoRA's frozen base is held in bf16 under bf16.
+    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code,
+                        dtype="fp32" if cfg.method == "full" else frozen_dtype(precision))
     metrics = tb.metrics_callback(out / "metrics.jsonl")
     trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics])
     log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "
