@@ -64,6 +64,7 @@ class TrainConfig:
         "auto: padding_free with flash_attention_2, else padded"
     )
     attn_implementation: str | None = opt(None, "sdpa | eager | flash_attention_2; unset lets transformers choose")
+    compile: bool = opt(False, "torch.compile the model (inductor, dynamic shapes; for GPUs: the first steps compile)")
     log_every: int = opt(1, "write metrics every N optimizer steps")
     save_every: int = opt(0, "save a resumable checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = opt(2, "how many step checkpoints to keep")

@@ -15,7 +15,7 @@ from kotune.training.config import TrainConfig, resolve_precision
 
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, InitProcessGroupKwargs, set_seed
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs, TorchDynamoPlugin, set_seed
 
     precision = resolve_precision(cfg.precision)
     mixed_precision = {"fp32": "no"}.get(precision, precision)  # the recipe decides, not the launch config
@@ -27,7 +27,10 @@ def make_accelerator(cfg: TrainConfig):
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     # Otherwise, on a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with
     # cpu=True.
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_only and not deepspeed, kwargs_handlers=handlers)
+    # train.compile: accelerate compiles the model in prepare(); dynamic shapes, as padded batches vary in length.
+    dynamo = {"dynamo_plugin": TorchDynamoPlugin(backend="inductor", dynamic=True)} if cfg.compile else {}
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_only and not deepspeed, kwargs_handlers=handlers,
+                              **dynamo)
     if accelerator.distributed_type == DistributedType.MULTI_CPU and env_flag("ACCELERATE_USE_FSDP"):
         _enable_fsdp2_on_cpu(accelerator, mixed_precision)
     set_seed(cfg.seed)

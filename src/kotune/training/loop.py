@@ -101,8 +101,9 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     world = accelerator.num_processes
     lengths = [data.length(i) for i in range(len(data))]
     plan = BatchPlan(len(data), cfg.global_batch_size, cfg.micro_batch_size, cfg.seed, cfg.epochs, cfg.max_steps)
+    # Fused AdamW on GPUs (one kernel for all parameters); elsewhere torch's default implementation.
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
+                                  weight_decay=cfg.weight_decay, fused=accelerator.device.type == "cuda" or None)
     scheduler = _scheduler(cfg, optimizer, plan.total_steps)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if deepspeed:
@@ -139,20 +140,23 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
         global_trained = sum(data.trained_tokens(i) for i in indices)
         micro_batches = split_for_rank(indices, lengths, accelerator.process_index, world, cfg.micro_batch_size)
         loss_total = torch.zeros((), device=accelerator.device)
-        for k, micro in enumerate(micro_batches):
-            weight = 1.0 if micro else 0.0  # placeholder micro-batch: runs, contributes nothing
-            batch = {key: value.to(accelerator.device) for key, value in data.collate(micro or indices[:1]).items()}
-            labels = batch.pop("labels")
-            sync = k == len(micro_batches) - 1
-            accelerator.sync_gradients = sync  # DeepSpeed steps its engine inside backward() when this is set
-            with accelerator.no_sync(model) if not sync else nullcontext(), accelerator.autocast():
-                loss_sum = _trained_loss_sum(model, batch, labels, select_logits)
-                # DDP, FSDP and ZeRO average gradients over processes; scaling by world size makes the step's
-                # gradient the mean over every trained token of the global batch. The loss is already normalised
-                # over the whole step, so DeepSpeed must not divide it again by its accumulation steps.
-                loss = loss_sum * weight * world / global_trained
-                accelerator.backward(loss, **({"scale_wrt_gas": False} if deepspeed else {}))
-            loss_total += loss_sum.detach() * weight
+        # One autocast for the whole step: autocast keeps its bf16 copies of the weights until it exits, so they are
+        # cast once per optimizer step rather than once per micro-batch (the weights change only at the step).
+        with accelerator.autocast():
+            for k, micro in enumerate(micro_batches):
+                weight = 1.0 if micro else 0.0  # placeholder micro-batch: runs, contributes nothing
+                batch = {key: value.to(accelerator.device) for key, value in data.collate(micro or indices[:1]).items()}
+                labels = batch.pop("labels")
+                sync = k == len(micro_batches) - 1
+                accelerator.sync_gradients = sync  # DeepSpeed steps its engine inside backward() when this is set
+                with accelerator.no_sync(model) if not sync else nullcontext():
+                    loss_sum = _trained_loss_sum(model, batch, labels, select_logits)
+                    # DDP, FSDP and ZeRO average gradients over processes; scaling by world size makes the step's
+                    # gradient the mean over every trained token of the global batch. The loss is already normalised
+                    # over the whole step, so DeepSpeed must not divide it again by its accumulation steps.
+                    loss = loss_sum * weight * world / global_trained
+                    accelerator.backward(loss, **({"scale_wrt_gas": False} if deepspeed else {}))
+                loss_total += loss_sum.detach() * weight
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
         optimizer.step()
         scheduler.step()
