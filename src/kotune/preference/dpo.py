@@ -15,7 +15,7 @@ from pathlib import Path
 from kotune.common.metrics import plot_curves
 from kotune.preference import trl_backend as tb
 from kotune.preference.config import DPOConfig
-from kotune.preference.models import check_lora_start, frozen_copy, frozen_dtype, load_policy
+from kotune.preference.models import check_lora_start, frozen_copy, load_policy, policy_dtype
 from kotune.preference.pairs import prepare_pairs
 
 CURVES = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "grad_norm"]
@@ -86,9 +86,7 @@ def run(cfg: DPOConfig, log=print) -> Path:
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
 
     torch.manual_seed(cfg.train.seed)
-    # Full fine-tuning trains fp32 weights (autocast computes in bf16); LoRA's frozen base is held in bf16 under bf16.
-    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code,
-                        dtype="fp32" if cfg.method == "full" else frozen_dtype(precision))
+    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=policy_dtype(cfg.method, precision))
     metrics = tb.metrics_callback(out / "metrics.jsonl")
     trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics])
     log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "

@@ -71,6 +71,12 @@ def backbone(model):
     return getattr(model, model.base_model_prefix)
 
 
+def policy_dtype(method: str, precision: str) -> str:
+    """The dtype to load the policy in: full fine-tuning trains fp32 weights (autocast computes in bf16); a LoRA
+    policy's base is frozen, so it is held in the compute precision (`frozen_dtype`) and PEFT keeps adapters fp32."""
+    return "fp32" if method == "full" else frozen_dtype(precision)
+
+
 def frozen_copy(model, precision: str):
     """A frozen copy of `model` (the reference) in the dtype frozen weights have under `precision` (bf16 under bf16:
     half the memory of the fp32 policy it copies, and what autocast computes in anyway)."""

@@ -42,6 +42,7 @@ from kotune.preference.models import (
     frozen_dtype,
     load_policy,
     load_scalar_model,
+    policy_dtype,
     resolve_precision,
 )
 from kotune.preference.pairs import prepare_prompts
@@ -71,13 +72,12 @@ def build_models(cfg: PPOConfig, device) -> PPOModels:
     from kotune.models.lora import apply_lora
 
     precision = resolve_precision(cfg.train.precision)
+    actor = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=policy_dtype(cfg.method, precision))
     ref = None
     if cfg.method == "lora":
-        actor = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=frozen_dtype(precision))
         actor = apply_lora(actor, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                            target_modules=cfg.lora.target_modules)  # PEFT keeps the adapters in fp32
     else:
-        actor = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code)
         ref = frozen_copy(actor, precision)
     reward = load_reward_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code, dtype=frozen_dtype(precision))
     # The critic starts as the trained reward model (InstructGPT), as its own copy with its own head: its values

@@ -49,22 +49,27 @@ def test_ppo_bf16_samples_under_the_training_autocast(toy_sft, toy_rm, toy_promp
     assert (out / "model.safetensors").is_file()
 
 
-def test_dpo_reference_is_bf16_and_policy_fp32(sft_neox, toy_pairs, tmp_path):
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_dpo_reference_is_bf16_and_trained_weights_fp32(sft_neox, toy_pairs, tmp_path, method):
     from kotune.preference import trl_backend as tb
     from kotune.preference.dpo import build_trainer
-    from kotune.preference.models import load_policy
+    from kotune.preference.models import load_policy, policy_dtype
     from kotune.preference.pairs import prepare_pairs
 
     cfg = load_config(DPOConfig, None, [
         f"model={sft_neox}", f"output_dir={tmp_path}", f"data.files=[{toy_pairs}]", "data.skip_invalid=true",
         "data.max_length=96", "data.eval_fraction=0", "train.global_batch_size=8", "train.micro_batch_size=8",
-        "train.max_steps=1", "train.precision=bf16"])
+        "train.max_steps=1", "train.precision=bf16", f"method={method}", "lora.r=4"])
     out, precision, tokenizer, _, log = tb.start_stage(cfg, lambda *_: None)
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
-    trainer = build_trainer(cfg, load_policy(cfg.model), tokenizer, data, out, precision, [])
-    assert {p.dtype for p in trainer.ref_model.parameters()} == {BF16}
-    assert {p.dtype for p in trainer.model.parameters()} == {FP32}
-    trainer.train()  # a bf16 reference beside an fp32 policy trains under CPU autocast
+    policy = load_policy(cfg.model, dtype=policy_dtype(method, precision))
+    trainer = build_trainer(cfg, policy, tokenizer, data, out, precision, [])
+    assert dtypes(trainer.model, True) == {FP32}
+    if method == "full":
+        assert {p.dtype for p in trainer.ref_model.parameters()} == {BF16}
+    else:  # the reference is the policy's frozen bf16 base with the adapter disabled
+        assert trainer.ref_model is None and dtypes(trainer.model, False) == {BF16}
+    trainer.train()  # bf16 frozen weights beside fp32 trained ones train under CPU autocast
     assert torch.isfinite(torch.tensor(trainer.state.log_history[-1]["train_loss"]))
 
 
