@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow
 
 ARGS = ["recipes/sft/quickstart_tiny.yaml", f"data.files=[{SAMPLES / 'koalpaca_v1.0.sample.json'}]",
         "data.max_length=256", "train.max_steps=4", "train.global_batch_size=8", "train.micro_batch_size=2",
-        "train.learning_rate=1e-3", "method=lora", "lora.r=4", "train.save_every=2",
-        "--nproc", "2", "--accelerate-config", "recipes/accelerate/deepspeed_zero2.yaml"]
+        "train.learning_rate=1e-3", "method=lora", "lora.r=4", "train.save_every=2"]
+LAUNCH = ["--nproc", "2", "--accelerate-config", "recipes/accelerate/deepspeed_zero2.yaml"]
 
 
 def kotune_sft(*args):
     # One torch thread per process: two processes share the CI machine's two cores.
-    result = subprocess.run([sys.executable, "-m", "kotune.cli", "sft", *ARGS, *args], cwd=REPO, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "kotune.cli", "sft", *ARGS, *args, *LAUNCH], cwd=REPO, capture_output=True,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
