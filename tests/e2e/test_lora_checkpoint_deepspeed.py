@@ -23,8 +23,8 @@ LAUNCH = ["--nproc", "2", "--accelerate-config", "recipes/accelerate/deepspeed_z
 
 def kotune_sft(*args):
     # One torch thread per process: two processes share the CI machine's two cores.
-    result = subprocess.run([sys.executable, "-m", "kotune.cli", "sft", *ARGS, *args, *LAUNCH], cwd=REPO, capture_output=True,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run([sys.executable, "-m", "kotune.cli", "sft", *ARGS, *args, *LAUNCH], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 
