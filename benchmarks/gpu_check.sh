@@ -5,6 +5,7 @@
 #
 #   1 install   .venv with torch 2.13.0 for CUDA 12.x ($TORCH_INDEX) and kotune[dev] under constraints.txt,
 #               unless $KOTUNE_PYTHON (default .venv/bin/python) already imports kotune and a CUDA torch
+#               (the install needs PyPI and PyTorch's CUDA index; offline, point KOTUNE_PYTHON at a ready one)
 #   2 model     polyglot-ko-1.3b's shape (GPT-NeoX, random weights from its config, a Korean BPE tokenizer)
 #   3 gpu_sft   benchmarks/gpu_sft.py: kotune vs TRL SFTTrainer, trained tokens/s and MFU (+ train.compile)
 #   4 sft_full  recipes/sft/polyglot-ko-1.3b_full.yaml on that model (its batch, bf16, gradient checkpointing)
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/{/^set -uo/!p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -85,8 +86,9 @@ install() {
     return
   fi
   "$PY" -c "import torch, kotune; assert torch.cuda.is_available()" 2>/dev/null && return 0
+  # --force-reinstall: a .venv holding the CPU build of torch 2.13.0 would otherwise count as satisfied.
   python3 -m venv .venv \
-    && .venv/bin/python -m pip install "torch==2.13.0" --index-url "$TORCH_INDEX" \
+    && .venv/bin/python -m pip install --force-reinstall "torch==2.13.0" --index-url "$TORCH_INDEX" \
     && .venv/bin/python -m pip install -c constraints.txt -e ".[dev]" \
     && .venv/bin/python -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA GPU'"
 }
@@ -126,6 +128,9 @@ export SMOKE PY TORCH_INDEX OUT
 export -f install build_model
 
 run_step install 3600 bash -c install || { echo "install failed: see $OUT/install/log.txt" >&2; cat "$STEPS_MD"; exit 1; }
+"$PY" -c "import kotune" 2>/dev/null || PY=.venv/bin/python  # what install made, when $KOTUNE_PYTHON was not it
+[ "$SMOKE" = 1 ] || "$PY" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null || PY=.venv/bin/python
+export PY
 MODEL="$OUT/model/polyglot-shaped"
 run_step model "$LIMIT_MODEL" bash -c build_model
 run_step gpu_sft "$LIMIT_BENCH" "$PY" benchmarks/gpu_sft.py --model "$MODEL" --workdir "$OUT/gpu_sft" "${BENCH[@]}"
