@@ -2,14 +2,17 @@
 
     .venv/bin/python benchmarks/gpu_sft.py                 # needs a CUDA GPU; without one prints why and exits 0
     .venv/bin/python benchmarks/gpu_sft.py --smoke         # a tiny shape on CPU: checks the script, not the GPU
+    .venv/bin/python benchmarks/gpu_sft.py --compile       # also kotune with train.compile=true
 
 The model is GPT-NeoX with polyglot-ko-1.3b's shape (hidden 2048, 24 layers, 16 heads, vocab 30,080, rotary 0.5),
 built from its config with random weights (no download) and saved once. The data are the shipped KoAlpaca v1.0
 sample records with the `koalpaca` template, max_length 2048, the same records for every method; each step is 32
-examples (micro-batch 8 x 4 accumulation), lr 2e-5 cosine, clipping 1.0, fp32 master weights with bf16 autocast.
+examples in one micro-batch (`--micro-batch 32`: an 80-141 GB GPU holds them, and accumulation would only add
+launches; lower it where memory runs out), lr 2e-5 cosine, clipping 1.0, fp32 master weights with bf16 autocast.
 
 - kotune: `kotune.sft.train.run` at its defaults (padded micro-batches sorted by length; LM head only at
-  positions that predict a trained token; no gradient checkpointing); precision auto = bf16 on the GPU.
+  positions that predict a trained token; no gradient checkpointing; fused AdamW on CUDA); precision auto = bf16
+  on the GPU. With `--compile`, also the same with `train.compile=true` (torch.compile, inductor).
 - kotune, padding-free: the same with `train.batching=padding_free` (one packed row per micro-batch, sequences
   kept apart by position_ids).
 - TRL: `trl.SFTTrainer` with `trl.SFTConfig` at its defaults (bf16, gradient checkpointing, padded batches),
@@ -36,9 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sft_throughput as st  # noqa: E402  (the shared TRL worker, dataset and step timing)
 
-METHODS = ("kotune", "kotune_padding_free", "trl")
+METHODS = ("kotune", "kotune_padding_free", "trl", "kotune_compile")
 NAMES = {"kotune": "kotune (defaults)", "kotune_padding_free": "kotune, batching=padding_free",
-         "trl": "TRL SFTTrainer (defaults)"}
+         "trl": "TRL SFTTrainer (defaults)", "kotune_compile": "kotune, train.compile=true"}
 TARGET_MFU, TARGET_VS_TRL = 0.40, 1.3
 # Dense bf16 tensor-core peaks from the vendors' data sheets (without sparsity), TFLOP/s.
 PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,
@@ -70,10 +73,20 @@ def build_model(folder: Path, shape: dict) -> dict:
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    embedding = model.get_input_embeddings().weight.numel()
-    return {"params": sum(p.numel() for p in model.parameters()), "params_without_embedding":
-            sum(p.numel() for p in model.parameters()) - embedding, "layers": config.num_hidden_layers,
-            "hidden": config.hidden_size}
+    return model_sizes(folder)
+
+
+def model_sizes(folder: Path) -> dict:
+    """Parameter counts and shape of the model saved in `folder` (built on the meta device: no weights read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    return {"params": total, "params_without_embedding": total - model.get_input_embeddings().weight.numel(),
+            "layers": config.num_hidden_layers, "hidden": config.hidden_size}
 
 
 def data_shape(job: st.Job) -> dict:
@@ -88,17 +101,18 @@ def flops_per_token(model: dict, data: dict) -> float:
     return 6 * model["params_without_embedding"] + 12 * model["layers"] * model["hidden"] * data["mean_context"]
 
 
-def run_kotune(job: st.Job, workdir: Path, *, batching: str) -> dict:
+def run_kotune(job: st.Job, workdir: Path, *, batching: str, compile: bool = False) -> dict:
     from kotune.common.metrics import read_metrics
     from kotune.sft.train import run
 
-    cfg = st.kotune_config(job, workdir / f"kotune-{batching}")
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="auto", batching=batching))
+    cfg = st.kotune_config(job, workdir / f"kotune-{batching}{'-compile' if compile else ''}")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="auto", batching=batching,
+                                                             compile=compile))
     out = run(cfg, log=lambda *_: None)
     rows = read_metrics(out / "metrics.jsonl")
     return {"step_end_s": [r["elapsed_s"] for r in rows], "step_tokens": [r["trained_tokens"] for r in rows],
             "losses": [r["loss"] for r in rows], "peak_gib": _peak_gib(),
-            "notes": [f"kotune: train.batching={batching}, precision auto"]}
+            "notes": [f"kotune: train.batching={batching}, precision auto{', train.compile=true' if compile else ''}"]}
 
 
 def _peak_gib() -> float | None:
@@ -113,7 +127,8 @@ def run_trl(job: st.Job, workdir: Path) -> dict:
 
 WORKERS = {"kotune": lambda job, w: run_kotune(job, w, batching="auto"),
            "kotune_padding_free": lambda job, w: run_kotune(job, w, batching="padding_free"),
-           "trl": run_trl}
+           "trl": run_trl,
+           "kotune_compile": lambda job, w: run_kotune(job, w, batching="auto", compile=True)}
 
 
 def run_worker(method: str, workdir: Path) -> dict:
@@ -144,7 +159,7 @@ def report(runs: dict, model: dict, data: dict, device: str, peak: float | None,
         mem = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else "n/a"
         lines.append(f"| {NAMES[m]} | {rate[m]:,.0f} | {all_tokens:,.0f} | "
                      f"{f'{mfu[m]:.1%}' if mfu[m] is not None else 'n/a'} | {rate['kotune'] / rate[m]:.2f}x | {mem} |")
-    best = max(("kotune", "kotune_padding_free"), key=lambda m: rate[m])
+    best = max((m for m in runs if m != "trl"), key=lambda m: rate[m])
     lines.append("")
     if peak:
         lines.append(f"- MFU of {NAMES[best]}: {mfu[best]:.1%} (target >= {TARGET_MFU:.0%}): "
@@ -163,6 +178,11 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 20; --smoke: 3)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, if not in the table")
     p.add_argument("--smoke", action="store_true", help="tiny shape, runs on CPU: checks the script end to end")
+    p.add_argument("--micro-batch", type=int, default=32,
+                   help="examples per forward pass (default 32 = the whole step, no accumulation)")
+    p.add_argument("--compile", action="store_true", help="also measure kotune with train.compile=true")
+    p.add_argument("--model", type=Path, default=None,
+                   help="an already built model folder to use (default: build polyglot-ko-1.3b's shape in workdir)")
     p.add_argument("--workdir", type=Path, default=None, help="model, logs and results (default: new /tmp folder)")
     p.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -188,17 +208,19 @@ def main(argv=None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kotune-gpu-sft-"))
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    model = build_model(workdir / "model", SMOKE_SHAPE if args.smoke else POLYGLOT_KO_1_3B)
+    model_dir = args.model or workdir / "model"
+    shape = SMOKE_SHAPE if args.smoke else POLYGLOT_KO_1_3B
+    model = model_sizes(model_dir) if args.model else build_model(model_dir, shape)
     records = json.loads(st.SAMPLE.read_text(encoding="utf-8"))[: args.steps * 32]
     (workdir / "data.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    job = st.Job(model=str(workdir / "model"), data=str(workdir / "data.json"), steps=args.steps, global_batch=32,
-                 micro_batch=8, learning_rate=2e-5, max_length=2048)
+    job = st.Job(model=str(model_dir), data=str(workdir / "data.json"), steps=args.steps, global_batch=32,
+                 micro_batch=args.micro_batch, learning_rate=2e-5, max_length=2048)
     (workdir / "job.json").write_text(json.dumps(job.__dict__, indent=1))
     data = data_shape(job)
     print(f"workdir {workdir}; model ({model['params'] / 1e9:.2f}B) and data ready in "
           f"{time.perf_counter() - started:.0f}s", flush=True)
     runs = {}
-    for method in METHODS:
+    for method in [m for m in METHODS if m != "kotune_compile" or args.compile]:
         t = time.perf_counter()
         runs[method] = run_worker(method, workdir)
         print(f"{method}: {st.tokens_per_s([runs[method]]):,.0f} trained tokens/s "

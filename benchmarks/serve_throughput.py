@@ -5,8 +5,9 @@
 
 Both sides decode the same prompts greedily for exactly --max-tokens tokens (EOS ignored), so they do the same
 work, with the same number of torch threads (--threads, default 1: on a busy machine several OpenMP threads per
-process spin against each other and can make a small model 50x slower, which would flatter the server). The
-server runs as a real `kotune serve` process; the peer runs one request after another in this process, after
+process spin against each other and can make a small model 50x slower, which would flatter the server), on the
+same device in the same dtype (a GPU in bf16 where there is one, as `kotune serve` chooses; else the CPU in fp32).
+The server runs as a real `kotune serve` process; the peer runs one request after another in this process, after
 the server has stopped. Prints generated tokens/s for both, the ratio (target >= 3x with 8 concurrent streams),
 and the streams' time to first token (p50/p95).
 """
@@ -121,10 +122,12 @@ def run_plain_generate(model: Path, args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tok, lm = load_tokenizer(str(model)), load_model(str(model), attn_implementation="sdpa").eval()
+    device, dtype = serving_device()
+    tok = load_tokenizer(str(model))
+    lm = load_model(str(model), attn_implementation="sdpa", dtype=dtype, device=device).eval()
     prompts = [tok.apply_chat_template([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-               for i in range(args.requests)]
+               .to(device) for i in range(args.requests)]
     with torch.inference_mode():
         lm.generate(prompts[0], max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
         start, tokens = time.perf_counter(), 0
@@ -132,7 +135,18 @@ def run_plain_generate(model: Path, args) -> dict:
             out = lm.generate(ids, max_new_tokens=args.max_tokens, min_new_tokens=args.max_tokens, do_sample=False,
                               pad_token_id=tok.pad_token_id)
             tokens += out.shape[1] - ids.shape[1]
+        if device == "cuda":
+            torch.cuda.synchronize()
     return {"tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+def serving_device() -> tuple[str, str]:
+    """Device and dtype `kotune serve` picks (Engine.load's dtype "auto"), so both sides run alike."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "cpu", "fp32"
 
 
 def main() -> int:
@@ -158,7 +172,7 @@ def main() -> int:
     rate = {k: v["tokens"] / v["seconds"] for k, v in (("served", served), ("plain", plain))}
     described = args.model or f"random GPT-NeoX, hidden {args.hidden}, {args.layers} layers"
     print(f"\nmodel: {described}  requests: {args.requests}  max_tokens: {args.max_tokens}  "
-          f"torch threads: {args.threads or 'default'}  cpus: {os.cpu_count()}")
+          f"torch threads: {args.threads or 'default'}  cpus: {os.cpu_count()}  device: {' '.join(serving_device())}")
     print("| run | tokens | seconds | tokens/s | TTFT p50 | TTFT p95 |")
     print("|---|---:|---:|---:|---:|---:|")
     print(f"| plain `generate`, one after another | {plain['tokens']} | {plain['seconds']:.2f} | "

@@ -13,6 +13,11 @@ took ~13 s for two 20-token requests on our tiny models (its paged cache is size
 with a streamer serves one request at a time. This loop needs only the model's forward and `DynamicCache`, so it
 batches any causal LM whose cache layers are full attention; others (sliding window, linear attention) are
 served one request at a time, with a warning.
+
+On a GPU a decode step reads back from the device once: the new tokens (`_after_step`), which the host needs to
+stream text. Everything else a step decides on the host is decided from the requests' Python-side parameters, the
+per-row sampling settings live on the device with the batch, and each request's random generator lives on the
+model's device, so no step waits on a host-to-device copy either.
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ class _Batch:
     mask: torch.Tensor | None = None  # [B, L] attention mask over the cache (0 = left padding)
     pending: torch.Tensor | None = None  # [B] last sampled token of each row, not yet in the cache
     seen: torch.Tensor | None = None  # [B, V] tokens in each row's prompt + reply (repetition penalty)
+    knobs: torch.Tensor | None = None  # [B, 4] each row's repetition_penalty, temperature, top_k (0: off), top_p
 
 
 class Engine:
@@ -216,7 +222,9 @@ class Engine:
             raise ValueError(f"this model's maximum context length is {self.max_context} tokens; the prompt has "
                              f"{len(prompt_ids)} and {params.max_new_tokens} more were asked for: shorten the "
                              "prompt or ask for fewer tokens")
-        gen = torch.Generator().manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
+        # On the model's device: drawing a row's random number then needs no copy to the device.
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
         req = _Request(uuid.uuid4().hex, list(prompt_ids), params, sink,
                        TextStream(self.tokenizer, params.stop, prompt_ids), gen)
         with self._cv:
@@ -283,9 +291,14 @@ class Engine:
     # ------------------------------------------------------------------ the loop (engine thread)
 
     def _run(self) -> None:
-        torch.set_grad_enabled(False)
         if self.threads:
             torch.set_num_threads(self.threads)  # OpenMP settings are per thread: set them where the model runs
+        with torch.inference_mode():  # thread-local, like the model calls it covers
+            self._loop()
+        waiting = list(self._waiting)
+        self._finish([(r, "error") for r in self._batch.rows + waiting], "the server is shutting down")
+
+    def _loop(self) -> None:
         while True:
             with self._cv:
                 while not self._closed and not self._waiting and not self._batch.rows:
@@ -305,8 +318,6 @@ class Engine:
                 failed = self._batch.rows + [r for r in new if r not in self._batch.rows]
                 self._finish([(r, "error") for r in failed], f"generation failed: {e}")
                 self._batch = _Batch()
-        waiting = list(self._waiting)
-        self._finish([(r, "error") for r in self._batch.rows + waiting], "the server is shutting down")
 
     def _drop_cancelled(self) -> list[_Request]:
         """Take cancelled requests out of the waiting queue now (lock held): a client that gave up while
@@ -338,9 +349,9 @@ class Engine:
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache) -> tuple[torch.Tensor, object]:
         """Logits of the last position of every row ([B, V], fp32) and the grown cache."""
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, **self._last_logits_only)
-        return out.logits[:, -1, :].float(), out.past_key_values
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                         **self._last_logits_only)
+        return out.logits[:, -1, :].float(), out.cache
 
     def _prefill(self, new: list[_Request]) -> None:
         """Run the prompts of `new` (left-padded together), sample their first tokens and join the batch."""
@@ -357,7 +368,9 @@ class Engine:
         seen = torch.zeros((len(new), self.vocab_size), dtype=torch.bool, device=self.device)
         for i, r in enumerate(new):
             seen[i, torch.tensor(r.prompt, device=self.device)] = True
-        part = _Batch(list(new), cache, mask, None, seen)
+        knobs = torch.tensor([[r.params.repetition_penalty, r.params.temperature, r.params.top_k, r.params.top_p]
+                              for r in new], device=self.device)
+        part = _Batch(list(new), cache, mask, None, seen, knobs)
         part.pending = self._sample(logits, part)
         first = len(self._batch.rows)
         self._merge(part)
@@ -371,26 +384,28 @@ class Engine:
         self._after_step(0)
 
     def _sample(self, logits: torch.Tensor, b: _Batch) -> torch.Tensor:
-        """Next token of every row with that row's own penalty, temperature, top-k, top-p and generator."""
+        """Next token of every row with that row's own penalty, temperature, top-k, top-p and generator.
+
+        What to skip is decided from the requests' parameters on the host, never by reading a device tensor."""
         params = [r.params for r in b.rows]
         dev = logits.device
-        penalty = torch.tensor([p.repetition_penalty for p in params], device=dev).unsqueeze(1)
-        if (penalty != 1).any():
+        penalty, temperature, top_k, top_p = b.knobs.unbind(1)
+        if any(p.repetition_penalty != 1 for p in params):
+            penalty = penalty.unsqueeze(1)
             logits = torch.where(b.seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
         greedy = logits.argmax(-1)
-        temperature = torch.tensor([p.temperature for p in params], device=dev)
-        if (temperature == 0).all():
+        if all(p.temperature == 0 for p in params):
             return greedy
         vocab = logits.shape[-1]
-        top_k = torch.tensor([p.top_k or vocab for p in params], device=dev).unsqueeze(1)
-        top_p = torch.tensor([p.top_p for p in params], device=dev).unsqueeze(1)
+        top_k = top_k.masked_fill(top_k == 0, vocab).unsqueeze(1)
+        top_p = top_p.unsqueeze(1)
         scale = temperature.masked_fill(temperature == 0, 1.0).unsqueeze(1)  # greedy rows take `greedy` below
         sorted_logits, order = (logits / scale).sort(dim=-1, descending=True)
         drop = torch.arange(vocab, device=dev).unsqueeze(0) >= top_k
         probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(-1)
         drop |= ((probs.cumsum(-1) - probs) >= top_p) & (top_p < 1)  # keep the head whose mass reaches top_p
         cdf = probs.masked_fill(drop, 0).cumsum(-1)
-        u = torch.cat([torch.rand(1, generator=r.generator) for r in b.rows]).to(dev) * cdf[:, -1]
+        u = torch.cat([torch.rand(1, generator=r.generator, device=dev) for r in b.rows]) * cdf[:, -1]
         choice = torch.searchsorted(cdf, u.unsqueeze(1), right=True).clamp(max=vocab - 1)
         sampled = order.gather(1, choice).squeeze(1)
         return torch.where(temperature == 0, greedy, sampled)
@@ -432,6 +447,7 @@ class Engine:
         b.rows += part.rows
         b.pending = torch.cat([b.pending, part.pending])
         b.seen = torch.cat([b.seen, part.seen])
+        b.knobs = torch.cat([b.knobs, part.knobs])
 
     def _finish(self, done: list[tuple[_Request, str]], error: str | None = None) -> None:
         """Send each request's last Output (with the rest of its text) and take it out of the batch."""
@@ -452,7 +468,7 @@ class Engine:
         for layer in b.cache.layers:
             layer.keys, layer.values = layer.keys[index, :, start:], layer.values[index, :, start:]
         b.rows = [b.rows[i] for i in keep]
-        b.mask, b.pending, b.seen = b.mask[index, start:], b.pending[index], b.seen[index]
+        b.mask, b.pending, b.seen, b.knobs = b.mask[index, start:], b.pending[index], b.seen[index], b.knobs[index]
 
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:

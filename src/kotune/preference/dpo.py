@@ -9,14 +9,13 @@ added (`kotune.preference.models`). ORPO and SimPO use no reference.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 from kotune.common.metrics import plot_curves
 from kotune.preference import trl_backend as tb
 from kotune.preference.config import DPOConfig
-from kotune.preference.models import check_lora_start, load_policy
+from kotune.preference.models import check_lora_start, frozen_copy, load_policy, policy_dtype
 from kotune.preference.pairs import prepare_pairs
 from kotune.training.tracking import trl_config_callbacks
 
@@ -37,10 +36,11 @@ def _peft_config(cfg: DPOConfig, model):
 def build_trainer(cfg: DPOConfig, model, tokenizer, data, out: Path, precision: str, callbacks: list):
     """The TRL trainer for `cfg.algo`, fed kotune's token ids."""
     peft_config = _peft_config(cfg, model)
-    # A frozen copy of the SFT model as the reference for full fine-tuning; LoRA: TRL disables the adapter.
+    # A frozen copy of the SFT model as the reference for full fine-tuning, in the compute dtype; LoRA: TRL
+    # disables the adapter.
     ref = None
     if cfg.algo in ("dpo", "kto") and cfg.method == "full":
-        ref = copy.deepcopy(model).eval().requires_grad_(False)
+        ref = frozen_copy(model, precision)
     common = dict(processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
     if cfg.algo == "dpo":
         from trl import DPOConfig as Args
@@ -87,7 +87,7 @@ def run(cfg: DPOConfig, log=print) -> Path:
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
 
     torch.manual_seed(cfg.train.seed)
-    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=policy_dtype(cfg.method, precision))
     metrics = tb.metrics_callback(out / "metrics.jsonl")
     trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics, *trl_config_callbacks(cfg, out)])
     log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "

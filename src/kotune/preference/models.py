@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from kotune.models.load import DTYPES, adapter_base, is_adapter, load_model
-from kotune.training.config import resolve_precision  # noqa: F401  (re-exported for the stages)
+from kotune.training.config import frozen_dtype, resolve_precision  # noqa: F401  (re-exported for the stages)
 
 
 def trl_precision_args(precision: str) -> dict:
@@ -69,6 +69,20 @@ def head_names(model) -> list[str]:
 def backbone(model):
     """The transformer under a sequence-classification model's head (`model.gpt_neox`, `model.model`, ...)."""
     return getattr(model, model.base_model_prefix)
+
+
+def policy_dtype(method: str, precision: str) -> str:
+    """The dtype to load the policy in: full fine-tuning trains fp32 weights (autocast computes in bf16); a LoRA
+    policy's base is frozen, so it is held in the compute precision (`frozen_dtype`) and PEFT keeps adapters fp32."""
+    return "fp32" if method == "full" else frozen_dtype(precision)
+
+
+def frozen_copy(model, precision: str):
+    """A frozen copy of `model` (the reference) in the dtype frozen weights have under `precision` (bf16 under bf16:
+    half the memory of the fp32 policy it copies, and what autocast computes in anyway)."""
+    import copy
+
+    return copy.deepcopy(model).to(DTYPES[frozen_dtype(precision)]).requires_grad_(False).eval()
 
 
 def disable_dropout(model) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kotune.common.metrics import plot_curves
 from kotune.models.load import is_adapter
-from kotune.preference.models import check_lora_start, load_policy, trl_precision_args
+from kotune.preference.models import check_lora_start, frozen_dtype, load_policy, policy_dtype, trl_precision_args
 from kotune.preference.pairs import prepare_prompts
 from kotune.preference.ppo_math import PPOSetupError
 from kotune.preference.scoring import RewardModelFunction, check_reward_model, load_reward_model
@@ -94,12 +94,13 @@ def run_online(cfg, log=print) -> Path:
     torch.manual_seed(cfg.train.seed)
     prompts, data_report = prepare_prompts(cfg.data, tokenizer, log)
 
-    reward = load_reward_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code)
+    reward_dtype = frozen_dtype(precision)  # frozen: held in bf16 under bf16
+    reward = load_reward_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code, dtype=reward_dtype)
     if torch.cuda.is_available():
         reward.to("cuda")
     check = check_reward_model(reward, cfg.reward_model, trust_remote_code=cfg.trust_remote_code,
-                               extra_sequences=[ids for _, ids in prompts[:2]])
-    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code)
+                               extra_sequences=[ids for _, ids in prompts[:2]], dtype=reward_dtype)
+    model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=policy_dtype(cfg.method, precision))
     dataset = Dataset.from_list([{"prompt": [m.as_dict() for m in msgs]} for msgs, _ in prompts])
     metrics = metrics_callback(out / "metrics.jsonl")
     trainer = _trainer(cfg, model, tokenizer, RewardModelFunction(reward, tokenizer), dataset, out, precision,

@@ -20,7 +20,6 @@ Guards (errors, not warnings), because the seed printed `actor_loss=0, critic_lo
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -39,8 +38,11 @@ from kotune.preference.config import PPOConfig
 from kotune.preference.models import (
     check_lora_start,
     disable_dropout,
+    frozen_copy,
+    frozen_dtype,
     load_policy,
     load_scalar_model,
+    policy_dtype,
     resolve_precision,
 )
 from kotune.preference.pairs import prepare_prompts
@@ -63,17 +65,22 @@ class PPOModels:
 
 
 def build_models(cfg: PPOConfig, device) -> PPOModels:
-    """Actor and reference from the SFT model; reward model and critic each loaded from the reward model folder."""
+    """Actor and reference from the SFT model; reward model and critic each loaded from the reward model folder.
+
+    Trained weights (full actor, critic, LoRA adapters) are fp32, autocast computing in the precision; frozen ones
+    (reference, reward model, a LoRA actor's base) are held in that precision (`frozen_dtype`): bf16 halves them.
+    """
     from kotune.models.lora import apply_lora
 
-    actor = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    precision = resolve_precision(cfg.train.precision)
+    actor = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=policy_dtype(cfg.method, precision))
     ref = None
     if cfg.method == "lora":
         actor = apply_lora(actor, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                           target_modules=cfg.lora.target_modules)
+                           target_modules=cfg.lora.target_modules)  # PEFT keeps the adapters in fp32
     else:
-        ref = copy.deepcopy(actor).requires_grad_(False).eval()
-    reward = load_reward_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code)
+        ref = frozen_copy(actor, precision)
+    reward = load_reward_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code, dtype=frozen_dtype(precision))
     # The critic starts as the trained reward model (InstructGPT), as its own copy with its own head: its values
     # then mean something from the first step, and training it cannot move the rewards.
     critic, _ = load_scalar_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code)
@@ -143,14 +150,15 @@ def rollout(cfg: PPOConfig, models: PPOModels, prompts: list[list[int]], tokeniz
     """Sample replies, score them, and compute per-token rewards, advantages and returns."""
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     device = next(models.actor.parameters()).device
-    replies = sample_replies(models.actor, prompts, cfg.generation, pad_id, eos_id)
+    with autocast():  # sampled under the autocast the log-probabilities below and the update use
+        replies = sample_replies(models.actor, prompts, cfg.generation, pad_id, eos_id)
     batch = build_batch(prompts, replies, pad_id, eos_id, device)
     temp = cfg.generation.temperature
     with autocast():
         logprobs = token_logprobs(models.actor, batch.input_ids, batch.attention_mask, batch.start, temp)
         ref_logprobs = _ref_logprobs(models, batch, temp)
         values = token_values(models.critic, batch.input_ids, batch.attention_mask, batch.start)
-    # fp32, outside autocast: the same numbers the probe check compared
+    # Outside autocast, in the reward model's own dtype: the same numbers the probe check compared
     scores = score_sequences(models.reward, batch.sequences, models.reward.config.pad_token_id).to(device)
     if cfg.ppo.missing_eos_penalty is not None:
         scores = scores - cfg.ppo.missing_eos_penalty * (~batch.ended).float()
@@ -247,14 +255,15 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
     models = models or build_models(cfg, device)
     check_models(models)
     probe_extra = [ids for _, ids in prompts[:2]]  # prompts alone: a probe even without reward_probe.json
+    reward_dtype = frozen_dtype(precision)
     reward_check = check_reward_model(models.reward, cfg.reward_model, trust_remote_code=cfg.trust_remote_code,
-                                      extra_sequences=probe_extra)
+                                      extra_sequences=probe_extra, dtype=reward_dtype)
     log(f"reward model checked: scores the probe as {cfg.reward_model} does (max diff "
         f"{reward_check['max_diff_vs_loaded_alone']:.2g})")
 
-    def autocast():
-        if precision == "bf16" and device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+    def autocast():  # as the SFT loop's accelerator does: bf16 autocast on GPU and on CPU alike
+        if precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
         return nullcontext()
 
     actor_opt = torch.optim.AdamW([p for p in models.actor.parameters() if p.requires_grad],
@@ -290,7 +299,7 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
 
     # The reward model must not have moved during training (shared weights, an optimizer over the wrong params).
     end_check = check_reward_model(models.reward, cfg.reward_model, trust_remote_code=cfg.trust_remote_code,
-                                   extra_sequences=probe_extra)
+                                   extra_sequences=probe_extra, dtype=reward_dtype)
     _save(cfg, models, tokenizer, out)
     report = {"template": template, "data": data_report, "reward_model_check": reward_check,
               "reward_model_check_end": end_check, "first_step": rows[0], "last_step": rows[-1]}

@@ -14,7 +14,7 @@ from kotune.data.tokenize import TokenizedExample, check_trainable, token_stats,
 from kotune.models.load import load_model, load_tokenizer
 from kotune.models.lora import apply_lora
 from kotune.sft.config import SFTConfig
-from kotune.training.config import resolve_precision
+from kotune.training.config import frozen_dtype, resolve_precision
 from kotune.training.distributed import make_accelerator
 from kotune.training.loop import save_outputs, train_loop
 from kotune.training.tracking import PROJECT, flat_config
@@ -88,18 +88,17 @@ def build_model(cfg: SFTConfig, device=None):
     """The model to train. Full fine-tuning keeps fp32 weights (the optimizer's master copy; autocast computes in
     bf16 on GPUs). LoRA's frozen base is held in the compute precision instead (bf16 on GPUs: half of fp32's
     memory; PEFT keeps the adapters in fp32), QLoRA's in 4-bit NF4."""
-    precision = resolve_precision(cfg.train.precision)
-    frozen_dtype = "bf16" if precision == "bf16" else "fp32"
+    frozen = frozen_dtype(resolve_precision(cfg.train.precision))
     common = {"trust_remote_code": cfg.trust_remote_code, "attn_implementation": cfg.train.attn_implementation}
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        model = load_model(cfg.model, load_in_4bit=True, device=device, dtype=frozen_dtype, **common)
+        model = load_model(cfg.model, load_in_4bit=True, device=device, dtype=frozen, **common)
         # PEFT's preparation of a quantized base: norms and head in fp32, input gradients on for checkpointing.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
-        model = load_model(cfg.model, dtype="fp32" if cfg.method == "full" else frozen_dtype, **common)
+        model = load_model(cfg.model, dtype="fp32" if cfg.method == "full" else frozen, **common)
         if cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False

@@ -18,6 +18,13 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
+def frozen_dtype(precision: str) -> str:
+    """The dtype of weights that are never trained (LoRA's base, reference and reward models) for a resolved
+    `precision`: bf16 under bf16 (half of fp32's memory, and what autocast computes in anyway); fp32 otherwise, as
+    fp16 weights overflow where bf16 ones do not."""
+    return "bf16" if precision == "bf16" else "fp32"
+
+
 def check_optimisation(cfg) -> None:
     """The checks every stage's optimisation section needs (SFT and pre-training here, reward and DPO beside)."""
     if cfg.global_batch_size % cfg.micro_batch_size:
@@ -58,6 +65,7 @@ class TrainConfig:
         "auto: padding_free with flash_attention_2, else padded"
     )
     attn_implementation: str | None = opt(None, "sdpa | eager | flash_attention_2; unset lets transformers choose")
+    compile: bool = opt(False, "torch.compile the model (inductor, dynamic shapes; for GPUs: the first steps compile)")
     log_every: int = opt(1, "write metrics every N optimizer steps")
     save_every: int = opt(0, "save a resumable checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = opt(2, "how many step checkpoints to keep")

@@ -18,7 +18,7 @@ from kotune.training.tracking import accelerate_trackers
 def make_accelerator(cfg: TrainConfig, output_dir: Path | None = None):
     """The launch's Accelerator, logging to the trackers of `cfg.report_to` (their files under `output_dir`)."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, InitProcessGroupKwargs, set_seed
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs, TorchDynamoPlugin, set_seed
 
     precision = resolve_precision(cfg.precision)
     mixed_precision = {"fp32": "no"}.get(precision, precision)  # the recipe decides, not the launch config
@@ -31,8 +31,10 @@ def make_accelerator(cfg: TrainConfig, output_dir: Path | None = None):
     # Otherwise, on a CPU-only machine accelerate recognises a torchrun launch as multi-process (gloo) only with
     # cpu=True.
     log_with = accelerate_trackers(cfg.report_to, Path(output_dir)) if cfg.report_to and output_dir else None
+    # train.compile: accelerate compiles the model in prepare(); dynamic shapes, as padded batches vary in length.
+    dynamo = {"dynamo_plugin": TorchDynamoPlugin(backend="inductor", dynamic=True)} if cfg.compile else {}
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_only and not deepspeed, kwargs_handlers=handlers,
-                              log_with=log_with)
+                              log_with=log_with, **dynamo)
     if accelerator.distributed_type == DistributedType.MULTI_CPU and env_flag("ACCELERATE_USE_FSDP"):
         _enable_fsdp2_on_cpu(accelerator, mixed_precision)
     set_seed(cfg.seed)

@@ -25,6 +25,7 @@ from kotune.common.checkpoint import begin_checkpoint, latest_checkpoint, publis
 from kotune.common.losses import IGNORE_INDEX, causal_lm_loss_sum, next_token_targets
 from kotune.common.metrics import MetricsLog, plot_curves
 from kotune.data.batching import BatchPlan, split_for_rank
+from kotune.training import trainable_state
 from kotune.training.config import TrainConfig, resolve_precision
 from kotune.training.distributed import configure_deepspeed
 from kotune.training.tracking import numeric
@@ -50,14 +51,15 @@ def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def _checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
-    """Every process writes its part (accelerate: model, optimizer, scheduler, RNG); the main process then
-    publishes the folder atomically."""
+def _checkpoint(accelerator, model, out: Path, step: int, keep: int) -> None:
+    """Every process writes its part (accelerate: model, optimizer, scheduler, RNG; of a LoRA/QLoRA model only
+    the trainable parameters, see training/trainable_state.py); the main process then publishes the folder
+    atomically."""
     root = out / "checkpoints"
     if accelerator.is_main_process:
         begin_checkpoint(root, step)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(root / f"step-{step:07d}.tmp"))
+    accelerator.save_state(str(root / f"step-{step:07d}.tmp"), **trainable_state.save_kwargs(accelerator, model))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         publish_checkpoint(root, step, {"step": step}, keep)
@@ -100,8 +102,9 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     world = accelerator.num_processes
     lengths = [data.length(i) for i in range(len(data))]
     plan = BatchPlan(len(data), cfg.global_batch_size, cfg.micro_batch_size, cfg.seed, cfg.epochs, cfg.max_steps)
+    # Fused AdamW on GPUs (one kernel for all parameters); elsewhere torch's default implementation.
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
+                                  weight_decay=cfg.weight_decay, fused=accelerator.device.type == "cuda" or None)
     scheduler = _scheduler(cfg, optimizer, plan.total_steps)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if deepspeed:
@@ -110,6 +113,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     # global optimizer steps. It is registered so checkpoints still save and restore it.
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    trainable_state.register(accelerator)
     # Collected after prepare: FSDP2 replaces parameters with sharded ones.
     params = [p for p in model.parameters() if p.requires_grad]
     if world > 1:  # every process says it is there (a launch that silently started one shows "1 process(es)" below)
@@ -118,7 +122,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     start_step = 0
     found = latest_checkpoint(out / "checkpoints") if cfg.resume else None
     if found:
-        accelerator.load_state(str(found[0]))
+        accelerator.load_state(str(found[0]), **trainable_state.load_kwargs(accelerator, model))
         start_step = found[1]["step"]
         log(f"resumed from {found[0]} (step {start_step})")
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if found else None) if is_main else None
@@ -137,20 +141,23 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
         global_trained = sum(data.trained_tokens(i) for i in indices)
         micro_batches = split_for_rank(indices, lengths, accelerator.process_index, world, cfg.micro_batch_size)
         loss_total = torch.zeros((), device=accelerator.device)
-        for k, micro in enumerate(micro_batches):
-            weight = 1.0 if micro else 0.0  # placeholder micro-batch: runs, contributes nothing
-            batch = {key: value.to(accelerator.device) for key, value in data.collate(micro or indices[:1]).items()}
-            labels = batch.pop("labels")
-            sync = k == len(micro_batches) - 1
-            accelerator.sync_gradients = sync  # DeepSpeed steps its engine inside backward() when this is set
-            with accelerator.no_sync(model) if not sync else nullcontext(), accelerator.autocast():
-                loss_sum = _trained_loss_sum(model, batch, labels, select_logits)
-                # DDP, FSDP and ZeRO average gradients over processes; scaling by world size makes the step's
-                # gradient the mean over every trained token of the global batch. The loss is already normalised
-                # over the whole step, so DeepSpeed must not divide it again by its accumulation steps.
-                loss = loss_sum * weight * world / global_trained
-                accelerator.backward(loss, **({"scale_wrt_gas": False} if deepspeed else {}))
-            loss_total += loss_sum.detach() * weight
+        # One autocast for the whole step: autocast keeps its bf16 copies of the weights until it exits, so they are
+        # cast once per optimizer step rather than once per micro-batch (the weights change only at the step).
+        with accelerator.autocast():
+            for k, micro in enumerate(micro_batches):
+                weight = 1.0 if micro else 0.0  # placeholder micro-batch: runs, contributes nothing
+                batch = {key: value.to(accelerator.device) for key, value in data.collate(micro or indices[:1]).items()}
+                labels = batch.pop("labels")
+                sync = k == len(micro_batches) - 1
+                accelerator.sync_gradients = sync  # DeepSpeed steps its engine inside backward() when this is set
+                with accelerator.no_sync(model) if not sync else nullcontext():
+                    loss_sum = _trained_loss_sum(model, batch, labels, select_logits)
+                    # DDP, FSDP and ZeRO average gradients over processes; scaling by world size makes the step's
+                    # gradient the mean over every trained token of the global batch. The loss is already normalised
+                    # over the whole step, so DeepSpeed must not divide it again by its accumulation steps.
+                    loss = loss_sum * weight * world / global_trained
+                    accelerator.backward(loss, **({"scale_wrt_gas": False} if deepspeed else {}))
+                loss_total += loss_sum.detach() * weight
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
         optimizer.step()
         scheduler.step()
@@ -171,7 +178,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
             metrics.write(row)
             accelerator.log(numeric(row), step=step + 1)  # the trackers of train.report_to (none: nothing)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < plan.total_steps:
-            _checkpoint(accelerator, out, step + 1, cfg.keep_checkpoints)
+            _checkpoint(accelerator, model, out, step + 1, cfg.keep_checkpoints)
     progress.close()
     accelerator.wait_for_everyone()
     return model
