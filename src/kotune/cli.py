@@ -41,6 +41,9 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
                             "accelerate launch with --accelerate-config")
         p.add_argument("--accelerate-config", default=None, metavar="FILE",
                        help="launch with this accelerate config (recipes/accelerate/: ddp, fsdp2, deepspeed_zero2|3)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="clear what an earlier run left in output_dir (model, metrics, checkpoints) before starting; "
+                            "without it a used output_dir is refused (same as overwrite=true)")
 
     def handler(args: argparse.Namespace) -> int:
         if args.help or not args.recipe:
@@ -49,6 +52,8 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
             return 0 if args.help else 2
         from kotune.config import load_config
 
+        if getattr(args, "overwrite", False):
+            args.overrides.append("overwrite=true")  # an override, so a relaunch under torchrun carries it too
         cfg = load_config(_import(config_path), args.recipe, args.overrides)  # a bad recipe fails before launching
         if getattr(args, "nproc", None) is not None or getattr(args, "accelerate_config", None) is not None:
             from kotune.launch import launch_refusal, relaunch

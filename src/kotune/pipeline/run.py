@@ -89,6 +89,8 @@ class Pipeline:
         return to_dict(t)
 
     def _train(self, stage: str, wiring: dict) -> dict:
+        if stage in LAUNCHABLE_STAGES:  # a stage runs only when it has no marker: what is in its folder is a failed try
+            wiring = {**wiring, "overwrite": True}
         cfg = _stage_config(stage, getattr(self.cfg, stage), wiring)
         if self._launches(stage, cfg):
             self._launch(stage, cfg)

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from kotune.common.metrics import MetricsLog, plot_curves
+from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config
 from kotune.data.templates import install_template
 from kotune.models.load import load_tokenizer
@@ -233,7 +234,7 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
         raise ValueError(cfg.multi_process_error())
     check_lora_start(cfg.model, cfg.method)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_run_folder(out, run_identity("ppo", cfg), overwrite=cfg.overwrite, log=log)
     save_config(cfg, out / "config.yaml")
     precision = resolve_precision(cfg.train.precision)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

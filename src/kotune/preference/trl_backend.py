@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kotune.common.metrics import MetricsLog
+from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config
 from kotune.data.templates import install_template
 from kotune.models.load import load_tokenizer
@@ -40,8 +41,9 @@ def start_stage(cfg, log=print) -> StageStart:
                          "ddp.yaml), not with FSDP or ZeRO-3; for a model too large for that, use method=lora")
     say = log if is_first_process() else (lambda *_args, **_kwargs: None)
     out = Path(cfg.output_dir)
-    if is_first_process():
-        out.mkdir(parents=True, exist_ok=True)
+    if is_first_process():  # refuses a folder holding another run (these stages do not resume)
+        stage = type(cfg).__name__.removesuffix("Config").lower()
+        prepare_run_folder(out, run_identity(stage, cfg), overwrite=cfg.overwrite, log=say)
         save_config(cfg, out / "config.yaml")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
     template = install_template(tokenizer, cfg.data.template)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from kotune.common.losses import causal_lm_loss_sum
+from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config, to_dict
 from kotune.data.corpus import iter_documents
 from kotune.data.token_blocks import TokenBlocks, write_token_files
@@ -81,6 +82,10 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     accelerator = make_accelerator(cfg.train)
     say = log if accelerator.is_main_process else (lambda *_: None)
     out = Path(cfg.output_dir)
+    identity = run_identity("pretrain", cfg)
+    if accelerator.is_main_process:  # tokens/ is a cache keyed by corpus and tokenizer: kept by --overwrite
+        prepare_run_folder(out, identity, resume=cfg.train.resume, overwrite=cfg.overwrite, keep=("tokens",), log=say)
+    accelerator.wait_for_everyone()
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
@@ -105,7 +110,7 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     say(f"model: {'continued from ' + cfg.model if cfg.model else 'random init ' + cfg.init.arch}, {n_params / 1e6:,.1f}M parameters")
 
     initial: list[float] = []  # held-out perplexity of the starting weights (not measured on a resumed run)
-    model = train_loop(accelerator, model, train_blocks, cfg.train, out, desc="pretrain", log=say,
+    model = train_loop(accelerator, model, train_blocks, cfg.train, out, desc="pretrain", log=say, identity=identity,
                        before_training=lambda m: initial.append(perplexity(m, eval_blocks, accelerator.device,
                                                                            cfg.data.eval_max_blocks)))
     before = initial[0] if initial else None

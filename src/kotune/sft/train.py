@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config
 from kotune.data.collate import pack_batch, pad_batch
 from kotune.data.loading import load_examples
@@ -117,6 +118,10 @@ def run(cfg: SFTConfig, log=print) -> Path:
     accelerator = make_accelerator(cfg.train)
     say = log if accelerator.is_main_process else (lambda *_: None)
     out = Path(cfg.output_dir)
+    identity = run_identity("sft", cfg)
+    if accelerator.is_main_process:  # before anything is written: refuse a folder holding another run
+        prepare_run_folder(out, identity, resume=cfg.train.resume, overwrite=cfg.overwrite, log=say)
+    accelerator.wait_for_everyone()
 
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
     template = install_template(tokenizer, cfg.data.template)
@@ -129,7 +134,7 @@ def run(cfg: SFTConfig, log=print) -> Path:
         report = {**report, "template": template, "batching": batching, "method": cfg.method}
         (out / "data_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
     data = SupervisedData(examples, tokenizer.pad_token_id, packed=batching == "padding_free")
-    model = train_loop(accelerator, model, data, cfg.train, out, desc="sft", log=say)
+    model = train_loop(accelerator, model, data, cfg.train, out, desc="sft", log=say, identity=identity)
     save_outputs(accelerator, model, tokenizer, out, title=f"SFT {cfg.model}")
     say(f"saved to {out} ({'model' if cfg.method == 'full' else 'LoRA adapter'} + tokenizer with chat_template)")
     accelerator.end_training()
