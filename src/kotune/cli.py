@@ -136,10 +136,13 @@ def _model_commands(sub) -> None:
     merge = lsub.add_parser("merge", help="merge a LoRA adapter into its base model and save a plain model")
     merge.add_argument("adapter")
     merge.add_argument("--out", required=True)
+    merge.add_argument("--base", default=None, metavar="DIR",
+                       help="merge into this base model folder instead of the one recorded in the adapter (a moved base)")
     merge.add_argument("--trust-remote-code", action="store_true")
 
     def do_merge(a: argparse.Namespace) -> int:
-        out = _import("kotune.models.lora.merge_adapter")(a.adapter, a.out, trust_remote_code=a.trust_remote_code)
+        out = _import("kotune.models.lora.merge_adapter")(a.adapter, a.out, trust_remote_code=a.trust_remote_code,
+                                                        base=a.base)
         print(f"merged model saved to {out}")
         return 0
 

@@ -15,6 +15,7 @@ and a later resume silently continued the older run (issue 22).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -46,6 +47,25 @@ def model_identity(name: str | None) -> str | None:
     return str(p.resolve()) if p.exists() else name
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json")
+
+
+def model_fingerprint(folder: str | Path) -> str | None:
+    """A cheap content fingerprint of a local model folder: its config.json bytes and the
+    names and sizes of its weight files. A copy of the folder has the same one; other weights almost never do.
+    None for anything that is not a folder (a hub id)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    if (folder / "config.json").is_file():
+        digest.update((folder / "config.json").read_bytes())
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES) and ("model" in p.name or "adapter" in p.name):
+            digest.update(f"{p.name}:{p.stat().st_size};".encode())
+    return digest.hexdigest()[:16]
+
+
 # Settings a checkpoint must share with the run resuming it: what the model starts from, the examples and their
 # order (data, seed, batch sizes), and the trained parameters (method, LoRA shape). Learning rate, max_steps and
 # logging may change between a run and its resume.
@@ -60,7 +80,7 @@ def run_identity(stage: str, cfg) -> dict:
         if key in data:
             data[key] = [file_identity(f) for f in data[key]]
     identity = {"stage": stage, "model": model_identity(d.get("model")), "tokenizer": model_identity(d.get("tokenizer")),
-                "data": data, "train": {k: d.get("train", {}).get(k) for k in _IDENTITY_TRAIN_KEYS}}
+                "model_fingerprint": model_fingerprint(d["model"]) if d.get("model") else None, "data": data, "train": {k: d.get("train", {}).get(k) for k in _IDENTITY_TRAIN_KEYS}}
     for key in ("reward_model", "init", "method", "algo"):
         if key in d:
             identity[key] = model_identity(d[key]) if key == "reward_model" else d[key]

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from kotune.common.metrics import plot_curves
+from kotune.models.load import pin_adapter_base
 from kotune.preference import trl_backend as tb
 from kotune.preference.config import DPOConfig
 from kotune.preference.models import check_lora_start, load_policy
@@ -99,6 +100,8 @@ def run(cfg: DPOConfig, log=print) -> Path:
     tb.remove_if_empty(out / "trainer")
 
     trainer.model.save_pretrained(out, safe_serialization=True)  # a PeftModel saves just the adapter
+    if cfg.method == "lora":
+        pin_adapter_base(out)
     tokenizer.save_pretrained(out)
     rows = metrics.rows
     report = {"algo": cfg.algo, "loss_type": cfg.loss_type, "template": template, "data": data.report,

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from kotune.common.metrics import plot_curves
-from kotune.models.load import is_adapter
+from kotune.models.load import is_adapter, pin_adapter_base
 from kotune.preference.models import check_lora_start, load_policy, trl_precision_args
 from kotune.preference.pairs import prepare_prompts
 from kotune.preference.ppo_math import PPOSetupError
@@ -111,6 +111,8 @@ def run_online(cfg, log=print) -> Path:
         return out
     remove_if_empty(out / "trainer")
     trainer.model.save_pretrained(out, safe_serialization=True)
+    if cfg.method == "lora":
+        pin_adapter_base(out)
     tokenizer.save_pretrained(out)
     rows = metrics.rows
     report = {"algo": cfg.algo, "template": template, "data": data_report, "reward_model_check": check,

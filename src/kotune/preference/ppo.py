@@ -34,7 +34,7 @@ from kotune.common.metrics import MetricsLog, plot_curves
 from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config
 from kotune.data.templates import install_template
-from kotune.models.load import load_tokenizer
+from kotune.models.load import load_tokenizer, pin_adapter_base
 from kotune.preference import ppo_math as pm
 from kotune.preference.config import PPOConfig
 from kotune.preference.models import (
@@ -300,6 +300,8 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
 
 def _save(cfg: PPOConfig, models: PPOModels, tokenizer, out: Path) -> None:
     models.actor.save_pretrained(out, safe_serialization=True)  # a PeftModel saves just the adapter
+    if cfg.method == "lora":
+        pin_adapter_base(out)
     tokenizer.save_pretrained(out)
     models.critic.save_pretrained(out / "critic", safe_serialization=True)
     tokenizer.save_pretrained(out / "critic")

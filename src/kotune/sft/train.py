@@ -12,7 +12,7 @@ from kotune.data.collate import pack_batch, pad_batch
 from kotune.data.loading import load_examples
 from kotune.data.templates import install_template
 from kotune.data.tokenize import TokenizedExample, check_trainable, token_stats, tokenize_conversations
-from kotune.models.load import load_model, load_tokenizer
+from kotune.models.load import load_model, load_tokenizer, pin_adapter_base
 from kotune.models.lora import apply_lora
 from kotune.sft.config import SFTConfig
 from kotune.training.config import resolve_precision
@@ -136,6 +136,8 @@ def run(cfg: SFTConfig, log=print) -> Path:
     data = SupervisedData(examples, tokenizer.pad_token_id, packed=batching == "padding_free")
     model = train_loop(accelerator, model, data, cfg.train, out, desc="sft", log=say, identity=identity)
     save_outputs(accelerator, model, tokenizer, out, title=f"SFT {cfg.model}")
+    if accelerator.is_main_process and cfg.method != "full":
+        pin_adapter_base(out)
     say(f"saved to {out} ({'model' if cfg.method == 'full' else 'LoRA adapter'} + tokenizer with chat_template)")
     accelerator.end_training()
     return out
