@@ -35,6 +35,8 @@ def prepare_examples(cfg: SFTConfig, tokenizer, log=print):
     if loaded.problems:
         log(f"skipped {len(loaded.problems)} invalid record(s): " + ", ".join(f"{k} {v}" for k, v in loaded.problems_per_kind.items())
             + _not_shown(len(loaded.problems)))
+    for line in loaded.ignored_lines():
+        log(f"ignored field {line}")
     examples = tokenize_conversations(tokenizer, loaded.examples, cfg.data.max_length)
     stats = token_stats(examples, tokenizer.eos_token_id)
     log(stats.summary())
@@ -49,6 +51,7 @@ def prepare_examples(cfg: SFTConfig, tokenizer, log=print):
         "files": loaded.formats_per_file,
         "records_per_format": dict(loaded.records_per_format),
         "skipped_records": [str(p) for p in loaded.problems],
+        "ignored_fields": {name: len(where) for name, where in loaded.ignored.items()},
         "skipped_without_trained_tokens": [str(e.source) for e in empty],
         "stats": {**stats.__dict__, "trained_fraction": stats.trained_fraction},
     }
