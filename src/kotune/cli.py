@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from kotune.common.quiet import quiet_libraries
+
+    quiet_libraries()  # library warnings go to the run's libraries.log, not the terminal (KOTUNE_VERBOSE=1: both)
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

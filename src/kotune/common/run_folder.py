@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from kotune.common.checkpoint import latest_checkpoint
+from kotune.common.quiet import attach_log_file
 
 RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -169,6 +170,7 @@ def prepare_run_folder(out: str | Path, identity: dict, *, resume: bool = False,
                              f"{', ...' if len(leftovers) > 6 else ''}); {_fix()}")
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(identity, ensure_ascii=False, indent=1))
+    attach_log_file(out)  # what the libraries say during the run (kept off the terminal) goes to libraries.log
     return found
 
 

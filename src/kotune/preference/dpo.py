@@ -92,7 +92,7 @@ def run(cfg: DPOConfig, log=print) -> Path:
     trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics])
     log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "
         f"method {cfg.method}, {precision}")
-    tb.announce_processes(trainer)
+    tb.announce_processes(trainer, cfg.algo)
     trainer.train()
     heldout = trainer.evaluate() if data.eval else None  # TRL's metrics on the held-out pairs, prefixed eval_
     if not trainer.is_world_process_zero():

@@ -105,7 +105,7 @@ def run_online(cfg, log=print) -> Path:
                        [metrics, _first_step_guard()])
     log(f"{cfg.algo}: {cfg.train.steps} steps, {cfg.ppo.rollout_batch_size} completions per step "
         f"({cfg.ppo.num_generations} per prompt), method {cfg.method}, {precision}")
-    announce_processes(trainer)
+    announce_processes(trainer, cfg.algo)
     trainer.train()
     if not trainer.is_world_process_zero():
         return out
