@@ -1,5 +1,6 @@
 """Recipes are YAML of a dataclass; overrides are dotted keys; errors name the key."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,14 @@ def test_every_recipe_is_valid(recipe):
                 assert (REPO / spec.recipe).is_file(), f"{recipe}: {spec.recipe} does not exist"
                 wiring = {"model": "m", "output_dir": "o", "reward_model": "r"} if name != "selfinstruct" else {"output": "o"}
                 _stage_config(name, spec, {k: v for k, v in wiring.items() if not (name != "ppo" and k == "reward_model")})
+
+
+def test_an_override_is_blamed_for_its_own_mistake_and_the_recipe_for_its_own(tmp_path):
+    """Issue 22: a typo on the command line was reported as the recipe file's."""
+    path = write_recipe(tmp_path, "model: m\noutput_dir: o\ndata: {files: [a.json]}\ntrain: {epochs: many}\n")
+    with pytest.raises(ConfigError, match=r"^override 'train\.learnig_rate=1': unknown key train\.learnig_rate"):
+        load_config(SFTConfig, path, ["train.epochs=1", "train.learnig_rate=1"])
+    with pytest.raises(ConfigError, match=r"^override 'data\.files=\{a: 1\}': data\.files: expected a list"):
+        load_config(SFTConfig, path, ["train.epochs=1", "data.files={a: 1}"])
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: train\.epochs: expected a number"):
+        load_config(SFTConfig, path, ["train.seed=1"])

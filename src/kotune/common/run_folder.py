@@ -21,12 +21,15 @@ import shutil
 from pathlib import Path
 
 from kotune.common.checkpoint import latest_checkpoint
-from kotune.common.quiet import attach_log_file
+from kotune.common.quiet import LOG_FILE, attach_log_file
 
 RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
 # What marks a folder as one kotune wrote: only such a folder is cleared by `overwrite`.
 _RUN_MARKERS = (RUN_FILE, "config.yaml")
+# What a run writes before its first step: a run that stopped there (a wrong model path, bad data) left nothing to
+# mix with, and a new run into its folder is not refused.
+_BEFORE_TRAINING = (RUN_FILE, "config.yaml", "data_report.json", LOG_FILE)
 
 
 class RunFolderError(ValueError):
@@ -109,7 +112,8 @@ def identity_differences(recorded: dict, current: dict) -> list[str]:
 def _leftovers(out: Path, keep: tuple[str, ...]) -> list[str]:
     if not out.is_dir():
         return []
-    return sorted(p.name for p in out.iterdir() if p.name not in keep)
+    found = sorted(p.name for p in out.iterdir() if p.name not in keep)
+    return [] if set(found) <= set(_BEFORE_TRAINING) else found
 
 
 def _fix() -> str:
@@ -169,6 +173,8 @@ def prepare_run_folder(out: str | Path, identity: dict, *, resume: bool = False,
         raise RunFolderError(f"output_dir {out} already holds another run's {what} ({', '.join(leftovers[:6])}"
                              f"{', ...' if len(leftovers) > 6 else ''}); {_fix()}")
     out.mkdir(parents=True, exist_ok=True)
+    if found is None and (out / LOG_FILE).is_file():
+        (out / LOG_FILE).unlink()  # a fresh start's log holds only this run
     (out / RUN_FILE).write_text(json.dumps(identity, ensure_ascii=False, indent=1))
     attach_log_file(out)  # what the libraries say during the run (kept off the terminal) goes to libraries.log
     return found

@@ -100,17 +100,35 @@ def pin_adapter_base(adapter_dir: str | Path) -> None:
         "fingerprint": model_fingerprint(base) if local else None}, indent=1))
 
 
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
-    """The tokenizer of `name_or_path` (a LoRA adapter folder carries its own, saved at training)."""
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, key: str = "model"):
+    """The tokenizer of `name_or_path` (a LoRA adapter folder carries its own, saved at training).
+
+    Args:
+        key: the recipe key or argument that named the path, for error messages (`model` or `tokenizer`).
+    """
     from transformers import AutoTokenizer
 
     name_or_path = resolve_model_path(name_or_path)
-    check_exists(name_or_path, "tokenizer")
+    check_exists(name_or_path, key)
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        unfinished = " (it holds a run.json: the run that writes it has not finished)" if (folder / "run.json").is_file() else ""
+        raise FileNotFoundError(f"{key}: folder {name_or_path} holds no tokenizer ({' / '.join(_TOKENIZER_FILES[:2])})"
+                                f"{unfinished}")
     tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         # Padding positions are masked by attention_mask and labels, so reusing EOS here is safe.
         tok.pad_token = tok.eos_token
     return tok
+
+
+def stage_tokenizer(cfg):
+    """The tokenizer a stage's config names: `cfg.tokenizer`, else the model's; errors name the key that was set."""
+    return load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code,
+                          key="tokenizer" if cfg.tokenizer else "model")
 
 
 def load_model(
@@ -138,6 +156,9 @@ def load_model(
     name_or_path = resolve_model_path(name_or_path)
     check_exists(name_or_path)
     adapter = is_adapter(name_or_path)
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir() and not adapter and not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model: folder {name_or_path} holds no model (no config.json or adapter_config.json)")
     base = adapter_base(name_or_path, base) if adapter else name_or_path
     quantized = {}
     if load_in_4bit:

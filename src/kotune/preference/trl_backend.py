@@ -19,7 +19,7 @@ from kotune.common.metrics import MetricsLog
 from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config
 from kotune.data.templates import install_template
-from kotune.models.load import load_tokenizer
+from kotune.models.load import stage_tokenizer
 from kotune.preference.models import resolve_precision, trl_precision_args
 from kotune.training.distributed import env_flag, is_first_process, launch_world_size
 
@@ -45,7 +45,7 @@ def start_stage(cfg, log=print) -> StageStart:
         stage = type(cfg).__name__.removesuffix("Config").lower()
         prepare_run_folder(out, run_identity(stage, cfg), overwrite=cfg.overwrite, log=say)
         save_config(cfg, out / "config.yaml")
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = stage_tokenizer(cfg)
     template = install_template(tokenizer, cfg.data.template)
     say(f"template: {template}")
     return StageStart(out, resolve_precision(cfg.train.precision), tokenizer, template, say)

@@ -14,7 +14,7 @@ from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config, to_dict
 from kotune.data.corpus import iter_documents
 from kotune.data.token_blocks import TokenBlocks, write_token_files
-from kotune.models.load import load_model, load_tokenizer
+from kotune.models.load import load_model, stage_tokenizer
 from kotune.pretrain.config import ModelInitConfig, PretrainConfig
 from kotune.training.distributed import make_accelerator
 from kotune.training.loop import save_outputs, train_loop
@@ -86,7 +86,7 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     if accelerator.is_main_process:  # tokens/ is a cache keyed by corpus and tokenizer: kept by --overwrite
         prepare_run_folder(out, identity, resume=cfg.train.resume, overwrite=cfg.overwrite, keep=("tokens",), log=say)
     accelerator.wait_for_everyone()
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = stage_tokenizer(cfg)
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
         meta = prepare_tokens(cfg, tokenizer, say)

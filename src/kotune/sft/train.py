@@ -12,7 +12,7 @@ from kotune.data.collate import pack_batch, pad_batch
 from kotune.data.loading import load_examples
 from kotune.data.templates import install_template
 from kotune.data.tokenize import TokenizedExample, check_trainable, token_stats, tokenize_conversations
-from kotune.models.load import load_model, load_tokenizer, pin_adapter_base
+from kotune.models.load import load_model, pin_adapter_base, stage_tokenizer
 from kotune.models.lora import apply_lora
 from kotune.sft.config import SFTConfig
 from kotune.training.config import resolve_precision
@@ -126,7 +126,7 @@ def run(cfg: SFTConfig, log=print) -> Path:
         prepare_run_folder(out, identity, resume=cfg.train.resume, overwrite=cfg.overwrite, log=say)
     accelerator.wait_for_everyone()
 
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = stage_tokenizer(cfg)
     template = install_template(tokenizer, cfg.data.template)
     say(f"template: {template}")
     examples, report = prepare_examples(cfg, tokenizer, say)

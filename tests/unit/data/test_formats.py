@@ -180,3 +180,11 @@ def test_prompts_may_be_conversations(tmp_path):
     msgs = conversational_pairs()[0]["prompt"]
     (conv,) = load_examples([write(tmp_path, "q.jsonl", [{"prompt": msgs}])], kind="prompts").examples
     assert [m.role for m in conv.messages] == ["system", "user", "assistant", "user"]
+
+
+def test_a_missing_file_is_reported_as_a_file_not_as_an_invalid_record(tmp_path):
+    with pytest.raises(DataError) as caught:
+        load_examples([str(tmp_path / "nope.json")])
+    assert str(caught.value).startswith("cannot read 1 data file(s) (check data.files):")
+    assert f"{tmp_path / 'nope.json'}: No such file or directory" in str(caught.value)
+    assert "invalid record" not in str(caught.value) and ":0" not in str(caught.value)

@@ -62,3 +62,16 @@ def test_a_moved_base_is_named_and_merge_takes_its_new_place(adapter_from_relati
     assert main(["lora", "merge", str(adapter), "--base", str(tmp_path / "base-moved"), "--out", str(tmp_path / "merged")]) == 0
     merged = logits(AutoModelForCausalLM.from_pretrained(tmp_path / "merged"))
     assert (merged - expected).abs().max().item() <= 1e-5  # float32 merge of a rank-2 update: rounding only
+
+
+def test_a_wrong_model_path_is_named_as_the_model(tmp_path):
+    from kotune.models.load import load_tokenizer
+
+    with pytest.raises(FileNotFoundError, match=r"^model: folder .*missing does not exist"):
+        load_tokenizer(str(tmp_path / "missing"))
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "run.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"^model: folder .*unfinished holds no tokenizer .*has not finished"):
+        load_tokenizer(str(tmp_path / "unfinished"))
+    with pytest.raises(FileNotFoundError, match=r"^model: folder .*unfinished holds no model"):
+        load_model(str(tmp_path / "unfinished"))

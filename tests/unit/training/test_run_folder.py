@@ -93,3 +93,13 @@ def test_a_checkpoint_at_or_past_the_last_step_is_refused(tmp_path):
     with pytest.raises(RunFolderError, match="at step 9, and this run has 3 step"):
         check_resume_step(found, 3)
     check_resume_step(found, 10)
+
+
+def test_a_run_that_stopped_before_training_does_not_block_the_next(tmp_path):
+    """A wrong model path or bad data stops a run after it wrote run.json and config.yaml: nothing to mix with."""
+    prepare_run_folder(tmp_path, IDENTITY)
+    (tmp_path / "config.yaml").write_text("x")
+    assert prepare_run_folder(tmp_path, {**IDENTITY, "model": "/fixed"}) is None
+    (tmp_path / "metrics.jsonl").write_text("{}")
+    with pytest.raises(RunFolderError, match="already holds another run's outputs"):
+        prepare_run_folder(tmp_path, IDENTITY)
