@@ -48,6 +48,16 @@ def test_adapter_records_an_absolute_base_and_loads_from_anywhere(adapter_from_r
     assert torch.equal(logits(load_model(str(tmp_path / "moved-adapter"))), expected)
 
 
+def test_a_changed_base_is_loaded_with_a_warning(adapter_from_relative_base, capsys):
+    work = adapter_from_relative_base
+    load_model(str(work / "runs" / "lora"))
+    assert "warning" not in capsys.readouterr().err
+    config = work / "runs" / "base" / "config.json"
+    config.write_text(config.read_text().replace('"vocab_size"', '"use_cache": true, "vocab_size"', 1))
+    load_model(str(work / "runs" / "lora"))
+    assert "differs from the one adapter" in capsys.readouterr().err
+
+
 def test_a_moved_base_is_named_and_merge_takes_its_new_place(adapter_from_relative_base, tmp_path, monkeypatch, capsys):
     work = adapter_from_relative_base
     adapter = work / "runs" / "lora"
