@@ -42,8 +42,8 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
         p.add_argument("--accelerate-config", default=None, metavar="FILE",
                        help="launch with this accelerate config (recipes/accelerate/: ddp, fsdp2, deepspeed_zero2|3)")
         p.add_argument("--overwrite", action="store_true",
-                       help="clear what an earlier run left in output_dir (model, metrics, checkpoints) before starting; "
-                            "without it a used output_dir is refused (same as overwrite=true)")
+                       help="clear what an earlier run left in output_dir (model, metrics, checkpoints) before "
+                            "starting; without it a used output_dir is refused (same as overwrite=true)")
 
     def handler(args: argparse.Namespace) -> int:
         if args.help or not args.recipe:
@@ -137,7 +137,7 @@ def _model_commands(sub) -> None:
     merge.add_argument("adapter")
     merge.add_argument("--out", required=True)
     merge.add_argument("--base", default=None, metavar="DIR",
-                       help="merge into this base model folder instead of the one recorded in the adapter (a moved base)")
+                       help="merge into this base model folder instead of the one the adapter records (a moved base)")
     merge.add_argument("--trust-remote-code", action="store_true")
 
     def do_merge(a: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ def file_identity(path: str | Path) -> dict:
 
 
 def model_identity(name: str | None) -> str | None:
-    """A local model folder as its absolute path (a relative one names another folder from elsewhere); a hub id as is."""
+    """A local model folder as its absolute path (a relative one names another folder elsewhere); a hub id as is."""
     if name is None:
         return None
     p = Path(name).expanduser()
@@ -83,8 +83,11 @@ def run_identity(stage: str, cfg) -> dict:
     for key in ("files", "eval_files"):
         if key in data:
             data[key] = [file_identity(f) for f in data[key]]
-    identity = {"stage": stage, "model": model_identity(d.get("model")), "tokenizer": model_identity(d.get("tokenizer")),
-                "model_fingerprint": model_fingerprint(d["model"]) if d.get("model") else None, "data": data, "train": {k: d.get("train", {}).get(k) for k in _IDENTITY_TRAIN_KEYS}}
+    identity = {
+        "stage": stage, "model": model_identity(d.get("model")), "tokenizer": model_identity(d.get("tokenizer")),
+        "model_fingerprint": model_fingerprint(d["model"]) if d.get("model") else None, "data": data,
+        "train": {k: d.get("train", {}).get(k) for k in _IDENTITY_TRAIN_KEYS},
+    }
     for key in ("reward_model", "init", "method", "algo"):
         if key in d:
             identity[key] = model_identity(d[key]) if key == "reward_model" else d[key]
@@ -149,12 +152,13 @@ def prepare_run_folder(out: str | Path, identity: dict, *, resume: bool = False,
     found = None
     if overwrite and leftovers:
         if not any((out / marker).exists() for marker in _RUN_MARKERS):
-            raise RunFolderError(f"overwrite: {out} holds {', '.join(leftovers[:5])} but no config.yaml or {RUN_FILE}, "
-                                 "so kotune did not write it; remove its contents yourself or choose another output_dir")
+            raise RunFolderError(f"overwrite: {out} holds {', '.join(leftovers[:5])} but no config.yaml or {RUN_FILE}, so "
+                                 "kotune did not write it; remove its contents yourself or choose another output_dir")
         for name in leftovers:
             target = out / name
             shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
-        log(f"overwrite: cleared {len(leftovers)} entr{'y' if len(leftovers) == 1 else 'ies'} of the earlier run in {out}")
+        log(f"overwrite: cleared what the earlier run left in {out} ({', '.join(leftovers[:6])}"
+            f"{', ...' if len(leftovers) > 6 else ''})")
     elif resume:
         found = latest_checkpoint(out / CHECKPOINTS)
         if found is None:

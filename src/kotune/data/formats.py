@@ -93,7 +93,8 @@ def _turn(turn: object, where: str, roles: dict[str, str]) -> Message:
         raise FieldError(where, f"expected an object, got {type(turn).__name__}", "wrong_type")
     layout = next((lay for lay in _TURN_LAYOUTS if lay[0] in turn), None)
     if layout is None:
-        raise FieldError(where, f"expected {{from, value}} or {{role, content}}, got keys {sorted(turn)}", "missing_field")
+        raise FieldError(where, f"expected {{from, value}} or {{role, content}}, got keys {sorted(turn)}",
+                         "missing_field")
     role_key, text_key = layout
     role = turn[role_key]
     if role not in roles:
@@ -120,7 +121,8 @@ def _with_system(rec: dict, messages: list[Message], turns_key: str) -> list[Mes
     if is_blank(system):
         return messages
     if messages and messages[0].role == "system":
-        raise FieldError("system", f"given both as this field and as the first turn of {turns_key}; keep one", "invalid")
+        raise FieldError("system", f"given both as this field and as the first turn of {turns_key}; keep one",
+                         "invalid")
     return [Message("system", system), *messages]
 
 
@@ -295,11 +297,13 @@ FORMATS: dict[str, Format] = {
                "KoChatGPT conversation text (<<start conversation>>, <사람>: / <챗봇>: lines)"),
         Format("kochatgpt_rm", "preference", frozenset({"prompt", "completion_0", "completion_1", "ranking"}),
                from_kochatgpt_rm, "KoChatGPT RM {prompt, completion_0..2, ranking} -> every ordered pair",
-               fields=frozenset({"prompt", "ranking"}), turn_fields=frozenset({"prompt"}), field_pattern=r"completion_\d+"),
+               fields=frozenset({"prompt", "ranking"}), turn_fields=frozenset({"prompt"}),
+               field_pattern=r"completion_\d+"),
         Format("preference", "preference", frozenset({"chosen", "rejected"}), from_preference,
                "preference pair {prompt, chosen, rejected}; prompt as text or messages (TRL conversational), "
                "or chosen/rejected as whole conversations (TRL implicit prompt)",
-               fields=frozenset({"prompt", "chosen", "rejected"}), turn_fields=frozenset({"prompt", "chosen", "rejected"})),
+               fields=frozenset({"prompt", "chosen", "rejected"}),
+               turn_fields=frozenset({"prompt", "chosen", "rejected"})),
         Format("sharegpt_preference", "preference", frozenset({"conversations", "chosen", "rejected"}),
                from_sharegpt_preference, "ShareGPT preference {conversations, chosen: {from, value}, rejected, system?} "
                "(LLaMA-Factory)", fields=frozenset({"conversations", "chosen", "rejected", "system"}),

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kotune.data.formats import FORMATS, FieldError, Format, detect_format, ignored_fields, parse_kochatgpt_conversations
+from kotune.data.formats import (
+    FORMATS, FieldError, Format, detect_format, ignored_fields, parse_kochatgpt_conversations,
+)
 from kotune.data.records import read_records
 from kotune.data.schema import Conversation, DataError, PreferencePair, Problem, Source
 

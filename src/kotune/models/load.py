@@ -7,6 +7,7 @@ loads as base model + adapter.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -73,13 +74,12 @@ def adapter_base(path: str, override: str | None = None) -> str:
             # Relative to the folder it was trained from; try the adapter's parents before calling it a hub id.
             near = [parent / base for parent in Path(path).resolve().parents if (parent / base).is_dir()]
             base = str(near[0]) if near else base
-        if (Path(base).is_absolute() or _looks_local(base) or record.get("local")) and not Path(base).expanduser().exists():
-            raise FileNotFoundError(f"base model folder {recorded} (recorded in {config}) does not exist; move it back, "
-                                    f"or give the base's new place (kotune lora merge {path} --base DIR)")
+        local = Path(base).is_absolute() or _looks_local(base) or record.get("local")
+        if local and not Path(base).expanduser().exists():
+            raise FileNotFoundError(f"base model folder {recorded} (recorded in {config}) does not exist; move it "
+                                    f"back, or give the base's new place (kotune lora merge {path} --base DIR)")
     expected = record.get("fingerprint")
     if expected and Path(base).is_dir() and model_fingerprint(base) != expected:
-        import sys
-
         print(f"warning: base model {base} differs from the one adapter {path} was trained on (config.json or weight "
               "files changed since); its outputs will not be the trained model's", file=sys.stderr)
     return base
@@ -115,7 +115,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, key: s
     check_exists(name_or_path, key)
     folder = Path(name_or_path).expanduser()
     if folder.is_dir() and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        unfinished = " (it holds a run.json: the run that writes it has not finished)" if (folder / "run.json").is_file() else ""
+        unfinished = " (it holds a run.json: the run writing it has not finished)" if (folder / "run.json").exists() else ""
         raise FileNotFoundError(f"{key}: folder {name_or_path} holds no tokenizer ({' / '.join(_TOKENIZER_FILES[:2])})"
                                 f"{unfinished}")
     tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
