@@ -97,7 +97,7 @@ def _turn(turn: object, where: str, roles: dict[str, str]) -> Message:
                          "missing_field")
     role_key, text_key = layout
     role = turn[role_key]
-    if role not in roles:
+    if not isinstance(role, str) or role not in roles:
         raise FieldError(f"{where}.{role_key}", f"unknown role {role!r} (expected one of {sorted(roles)})", "invalid")
     try:
         content = _text(turn, text_key)

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kotune_test_paths import conversational_pairs
 
@@ -188,3 +190,27 @@ def test_a_missing_file_is_reported_as_a_file_not_as_an_invalid_record(tmp_path)
     assert str(caught.value).startswith("cannot read 1 data file(s) (check data.files):")
     assert f"{tmp_path / 'nope.json'}: No such file or directory" in str(caught.value)
     assert "invalid record" not in str(caught.value) and ":0" not in str(caught.value)
+
+
+_EXTRA = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(top=st.sets(_EXTRA, max_size=4), turn=st.sets(_EXTRA, max_size=3), layout=st.sampled_from(["from", "role"]))
+def test_every_key_a_format_does_not_use_is_named_and_the_rest_trains_unchanged(top, turn, layout):
+    """Whatever extra keys a ShareGPT record carries, at the top or in its turns, exactly those are reported, and
+    the conversation is the one the record without them gives."""
+    from kotune.data.formats import TURN_KEYS, ignored_fields
+    from kotune.data.schema import Source
+
+    top -= {"conversations", "system"}
+    turn -= TURN_KEYS
+    keys = ("from", "value") if layout == "from" else ("role", "content")
+    roles = ("human", "gpt") if layout == "from" else ("user", "assistant")
+    plain = {"system": "짧게", "conversations": [{keys[0]: r, keys[1]: t} for r, t in zip(roles, ("안녕", "네"))]}
+    extra = {**plain, **{k: 1 for k in top},
+             "conversations": [{**t, **{k: 0 for k in turn}} for t in plain["conversations"]]}
+    fmt = FORMATS["sharegpt"]
+    assert sorted(ignored_fields(fmt, extra)) == sorted([*top, *(f"conversations[].{k}" for k in turn)])
+    assert ignored_fields(fmt, plain) == []
+    assert fmt.convert(extra, Source("f", 1)) == fmt.convert(plain, Source("f", 1))
