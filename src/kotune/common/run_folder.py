@@ -119,9 +119,8 @@ def _leftovers(out: Path, keep: tuple[str, ...]) -> list[str]:
     return [] if set(found) <= set(_BEFORE_TRAINING) else found
 
 
-def _fix() -> str:
-    return ("add --overwrite (or overwrite=true) to clear it and start again, train.resume=true to continue the run "
-            f"it holds from its newest checkpoint, or set another output_dir")
+_FIXES = ("add --overwrite (or overwrite=true) to clear it and start again, train.resume=true to continue the run it "
+          "holds from its newest checkpoint, or set another output_dir")
 
 
 def prepare_run_folder(out: str | Path, identity: dict, *, resume: bool = False, overwrite: bool = False,
@@ -175,7 +174,7 @@ def prepare_run_folder(out: str | Path, identity: dict, *, resume: bool = False,
     elif leftovers:
         what = "checkpoints and outputs" if (out / CHECKPOINTS).is_dir() else "outputs"
         raise RunFolderError(f"output_dir {out} already holds another run's {what} ({', '.join(leftovers[:6])}"
-                             f"{', ...' if len(leftovers) > 6 else ''}); {_fix()}")
+                             f"{', ...' if len(leftovers) > 6 else ''}); {_FIXES}")
     out.mkdir(parents=True, exist_ok=True)
     if found is None and (out / LOG_FILE).is_file():
         (out / LOG_FILE).unlink()  # a fresh start's log holds only this run
