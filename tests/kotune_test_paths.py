@@ -78,3 +78,20 @@ def tensorboard_texts(folder) -> dict[str, str]:
 def as_float32(rows, key):
     """TensorBoard stores scalars as float32: metrics.jsonl's values, rounded the same way, must match exactly."""
     return [(r["step"], struct.unpack("f", struct.pack("f", r[key]))[0]) for r in rows if r.get(key) is not None]
+
+
+def conversational_pairs():
+    """One multi-turn pair (system, an earlier exchange, the question) in each of the three chat layouts."""
+    system, history, question = "친절하게 답하세요.", [("user", "안녕?"), ("assistant", "안녕하세요!")], "오늘 날씨 어때?"
+    chosen, rejected = "맑고 따뜻해요.", "몰라."
+    msgs = [{"role": "system", "content": system}, *({"role": r, "content": c} for r, c in history),
+            {"role": "user", "content": question}]
+    sharegpt = [{"from": {"user": "human", "assistant": "gpt"}[r], "value": c} for r, c in history]
+    return [
+        {"prompt": msgs, "chosen": [{"role": "assistant", "content": chosen}],
+         "rejected": [{"role": "assistant", "content": rejected}]},  # TRL conversational
+        {"chosen": [*msgs, {"role": "assistant", "content": chosen}],
+         "rejected": [*msgs, {"role": "assistant", "content": rejected}]},  # TRL implicit prompt
+        {"system": system, "conversations": [*sharegpt, {"from": "human", "value": question}],
+         "chosen": {"from": "gpt", "value": chosen}, "rejected": {"from": "gpt", "value": rejected}},  # LLaMA-Factory
+    ]

@@ -44,6 +44,9 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
                             "accelerate launch with --accelerate-config")
         p.add_argument("--accelerate-config", default=None, metavar="FILE",
                        help="launch with this accelerate config (recipes/accelerate/: ddp, fsdp2, deepspeed_zero2|3)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="clear what an earlier run left in output_dir (model, metrics, checkpoints) before "
+                            "starting; without it a used output_dir is refused (same as overwrite=true)")
 
     def handler(args: argparse.Namespace) -> int:
         if args.help or not args.recipe:
@@ -52,6 +55,8 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
             return 0 if args.help else 2
         from kotune.config import load_config
 
+        if getattr(args, "overwrite", False):
+            args.overrides.append("overwrite=true")  # an override, so a relaunch under torchrun carries it too
         cfg = load_config(_import(config_path), args.recipe, args.overrides)  # a bad recipe fails before launching
         if getattr(args, "nproc", None) is not None or getattr(args, "accelerate_config", None) is not None:
             from kotune.launch import launch_refusal, relaunch
@@ -135,10 +140,13 @@ def _model_commands(sub) -> None:
     merge = lsub.add_parser("merge", help="merge a LoRA adapter into its base model and save a plain model")
     merge.add_argument("adapter")
     merge.add_argument("--out", required=True)
+    merge.add_argument("--base", default=None, metavar="DIR",
+                       help="merge into this base model folder instead of the one the adapter records (a moved base)")
     merge.add_argument("--trust-remote-code", action="store_true")
 
     def do_merge(a: argparse.Namespace) -> int:
-        out = _import("kotune.models.lora.merge_adapter")(a.adapter, a.out, trust_remote_code=a.trust_remote_code)
+        out = _import("kotune.models.lora.merge_adapter")(a.adapter, a.out, trust_remote_code=a.trust_remote_code,
+                                                        base=a.base)
         print(f"merged model saved to {out}")
         return 0
 
@@ -291,6 +299,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from kotune.common.quiet import quiet_libraries
+
+    quiet_libraries()  # library warnings go to the run's libraries.log, not the terminal (KOTUNE_VERBOSE=1: both)
     args = parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

@@ -20,7 +20,9 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A recipe or override is wrong; the message names the file and the key."""
+    """A recipe or override is wrong; the message names the file and the key (`key`: the dotted key, when one)."""
+
+    key: str | None = None
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
@@ -123,11 +125,17 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(fields)})"
-            raise ConfigError(f"unknown key {prefix}{key}{hint}")
+            error = ConfigError(f"unknown key {prefix}{key}{hint}")
+            error.key = f"{prefix}{key}"
+            raise error
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], f"{prefix}{name}")
+            try:
+                kwargs[name] = _coerce(data[name], hints[name], f"{prefix}{name}")
+            except ConfigError as e:
+                e.key = e.key or f"{prefix}{name}"  # the innermost key that is wrong
+                raise
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key {prefix}{name}: {f.metadata.get('help', '')}")
     try:
@@ -202,7 +210,13 @@ def load_config(cls: type[T], path: str | None, overrides: list[str] | None = No
     try:
         return from_dict(cls, data)
     except ConfigError as e:
-        raise ConfigError(f"{path or 'overrides'}: {e}") from None
+        # A key given on the command line is blamed on the override that set it, not on the recipe file.
+        given = [o for o in overrides or [] if e.key and _sets(o.partition("=")[0].strip(), e.key)]
+        raise ConfigError(f"override {given[-1]!r}: {e}" if given else f"{path or 'overrides'}: {e}") from None
+
+
+def _sets(override_key: str, key: str) -> bool:
+    return key == override_key or key.startswith((f"{override_key}.", f"{override_key}["))
 
 
 def to_dict(cfg: Any) -> dict:

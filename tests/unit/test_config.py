@@ -1,5 +1,6 @@
 """Recipes are YAML of a dataclass; overrides are dotted keys; errors name the key."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,14 @@ def test_bad_recipe_files_name_file_and_line(tmp_path, body, message):
     path.write_bytes(body)
     with pytest.raises(ConfigError, match=message):
         load_config(SFTConfig, str(path))
+
+
+def test_an_override_is_blamed_for_its_own_mistake_and_the_recipe_for_its_own(tmp_path):
+    """Issue 22: a typo on the command line was reported as the recipe file's."""
+    path = write_recipe(tmp_path, "model: m\noutput_dir: o\ndata: {files: [a.json]}\ntrain: {epochs: many}\n")
+    with pytest.raises(ConfigError, match=r"^override 'train\.learnig_rate=1': unknown key train\.learnig_rate"):
+        load_config(SFTConfig, path, ["train.epochs=1", "train.learnig_rate=1"])
+    with pytest.raises(ConfigError, match=r"^override 'data\.files=\{a: 1\}': data\.files: expected a list"):
+        load_config(SFTConfig, path, ["train.epochs=1", "data.files={a: 1}"])
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: train\.epochs: expected a number"):
+        load_config(SFTConfig, path, ["train.seed=1"])

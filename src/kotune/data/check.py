@@ -32,4 +32,8 @@ def run(files: list[str], format: str | None = None, out=print) -> int:
     out(f"problems: {len(result.problems):,}" + (" (" + ", ".join(f"{k}: {v:,}" for k, v in sorted(kinds.items())) + ")" if kinds else ""))
     for problem in sorted(result.problems, key=lambda p: (p.path, p.line, -1 if p.index is None else p.index)):
         out(str(problem))
+    if result.ignored:  # not problems (the records train), but nothing a user wrote goes unmentioned
+        out(f"ignored fields: {len(result.ignored)} (present in the data, not used by its format)")
+        for line in result.ignored_lines():
+            out(f"  {line}")
     return 1 if result.problems else 0

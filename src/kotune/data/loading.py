@@ -10,9 +10,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kotune.data.formats import FORMATS, FieldError, Format, detect_format, parse_kochatgpt_conversations
+from kotune.data.formats import (
+    FORMATS, FieldError, Format, detect_format, ignored_fields, parse_kochatgpt_conversations,
+)
 from kotune.data.records import MAX_FIELD_CHARS, Record, read_records
-from kotune.data.schema import Conversation, DataError, PreferencePair, Problem
+from kotune.data.schema import Conversation, DataError, PreferencePair, Problem, Source
 
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, escaped by the reader
 
@@ -26,10 +28,17 @@ class LoadResult:
     records_per_format: Counter = field(default_factory=Counter)
     examples_per_format: Counter = field(default_factory=Counter)
     formats_per_file: dict[str, str] = field(default_factory=dict)
+    # field -> FILE:LINE of every converted record holding it, for keys the format does not use (`id`, `tools`, ...)
+    ignored: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def problems_per_kind(self) -> Counter:
         return Counter(p.kind for p in self.problems)
+
+    def ignored_lines(self, shown: int = 3) -> list[str]:
+        """One line per ignored field: how many records hold it and where the first ones are."""
+        return [f"{name}: in {len(where):,} record(s), not used ({', '.join(where[:shown])}"
+                f"{', ...' if len(where) > shown else ''})" for name, where in sorted(self.ignored.items())]
 
 
 def _file_format(path: str, records: list[Record], forced: str | None) -> Format | Problem:
@@ -97,6 +106,8 @@ def load_file(path: str, result: LoadResult, forced_format: str | None = None) -
             continue
         result.examples.extend(converted)
         result.examples_per_format[fmt.name] += len(converted)
+        for name in ignored_fields(fmt, rec.value):
+            result.ignored.setdefault(name, []).append(str(rec.source))
 
 
 def load_examples(

@@ -104,6 +104,8 @@ class Problem:
         return cls(source.path, source.line, field, reason, kind, source.index, source.shared_line)
 
     def __str__(self) -> str:
+        if self.kind == "file" and self.line == 0:  # the file itself (missing, unreadable): no record to point at
+            return f"{self.path}: {self.reason}"
         where = Source(self.path, self.line, self.index, self.shared_line)
         return f"{where}: {self.field}: {self.reason}"
 
@@ -119,7 +121,11 @@ class DataError(ValueError):
         lines = [str(p) for p in problems[:50]]
         if len(problems) > 50:
             lines.append(f"... and {len(problems) - 50} more")
-        msg = f"{len(problems)} invalid record(s):\n" + "\n".join(lines)
+        unreadable = [p for p in problems if p.kind == "file" and p.line == 0]
+        if unreadable and len(unreadable) == len(problems):
+            msg = f"cannot read {len(problems)} data file(s) (check data.files):\n" + "\n".join(lines)
+        else:
+            msg = f"{len(problems)} invalid record(s):\n" + "\n".join(lines)
         if hint:
             msg += f"\n{hint}"
         super().__init__(msg)

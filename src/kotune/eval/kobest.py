@@ -162,9 +162,14 @@ def evaluate_lm(lm, configs: list[dict], *, num_fewshot: int, limit: int | None,
     `include_defaults=False`: only our task configs are loaded, so lm-eval does not index its thousands of
     bundled task YAMLs (seconds per run) and no bundled task can shadow ours.
     """
+    import lm_eval.evaluator
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    # lm-eval records the git commit of the working directory by running `git describe`, whose "fatal: not a git
+    # repository" goes straight to the terminal outside a checkout; the commit of the user's folder says nothing
+    # about the scores, so none is recorded.
+    lm_eval.evaluator.get_git_commit_hash = lambda: None
     return simple_evaluate(model=lm, tasks=configs, num_fewshot=num_fewshot, limit=limit,
                            task_manager=TaskManager(include_defaults=False), log_samples=log_samples)
 

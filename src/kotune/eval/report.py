@@ -68,11 +68,22 @@ def _kobest_headers(data: dict) -> list[str]:
     return ["model", *(TASK_TITLES[t] for t in data["settings"]["tasks"]), "avg"]
 
 
+def limit_note(limit: int | None) -> str | None:
+    """What the console and the report say when `--limit` cut the test sets (published rows are on full sets)."""
+    if not limit:
+        return None
+    return (f"Only the first {limit} test documents of each task were scored (`--limit`): these numbers are not "
+            "comparable with the published ones.")
+
+
 def kobest_console_table(data: dict) -> str:
     parts = []
     for k in data["settings"]["shots"]:
         for metric, title in (("f1", "macro-F1"), ("acc", "accuracy (acc_norm for HellaSwag)")):
             parts.append(f"\nKoBEST {k}-shot, {title}\n" + _text_table(_kobest_headers(data), kobest_rows(data, k, metric)))
+    note = limit_note(data["settings"].get("limit"))
+    if note:
+        parts.append(f"\nnote: {note}")
     return "\n".join(parts)
 
 
@@ -84,8 +95,7 @@ def kobest_markdown(data: dict, chart: str | None) -> str:
                  f"Batch size {s['batch_size']}, {s['dtype']} on {s['device']}. `avg` is the unweighted mean over "
                  f"the tasks in the table (— when a row lacks one).")
     if s.get("limit"):
-        lines += ["", f"**Only the first {s['limit']} test documents of each task were scored (`--limit`): these "
-                      "numbers are not comparable with the published ones.**"]
+        lines += ["", f"**{limit_note(s['limit'])}**"]
     for k in s["shots"]:
         lines += ["", f"### {k}-shot macro-F1", "", _md_table(_kobest_headers(data), kobest_rows(data, k, "f1"))]
         lines += ["", f"### {k}-shot accuracy", "", _md_table(_kobest_headers(data), kobest_rows(data, k, "acc"))]

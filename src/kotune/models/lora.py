@@ -36,11 +36,15 @@ def apply_lora(model, *, r: int, alpha: int, dropout: float, target_modules: lis
     return get_peft_model(model, config)
 
 
-def merge_adapter(adapter_dir: str, out_dir: str, *, trust_remote_code: bool = False) -> Path:
-    """Merge a LoRA adapter into its base and save a plain model (safetensors) + tokenizer to `out_dir`."""
+def merge_adapter(adapter_dir: str, out_dir: str, *, trust_remote_code: bool = False, base: str | None = None) -> Path:
+    """Merge a LoRA adapter into its base and save a plain model (safetensors) + tokenizer to `out_dir`.
+
+    Args:
+        base: the base model folder to merge into, instead of the one the adapter records (a moved base).
+    """
     from kotune.models.load import load_model, load_tokenizer
 
-    model = load_model(adapter_dir, trust_remote_code=trust_remote_code)
+    model = load_model(adapter_dir, trust_remote_code=trust_remote_code, base=base)
     merged = model.merge_and_unload()
     out = Path(out_dir)
     merged.save_pretrained(out, safe_serialization=True)

@@ -308,6 +308,10 @@ class Pipeline:
         train(cfg["corpus"], vocab_size=cfg["vocab_size"], out=cfg["out"], style=cfg["style"], log=self.log)
 
     def _train(self, stage: str, cfg) -> None:
+        # A stage runs only when it has no completion marker: whatever is in its folder is a failed try (kept only
+        # for a resume), so a fresh start may clear it.
+        if stage in LAUNCHABLE_STAGES and not getattr(getattr(cfg, "train", None), "resume", False):
+            cfg = dataclasses.replace(cfg, overwrite=True)
         if self._launches(stage, cfg):
             self._launch(stage, cfg)
         else:

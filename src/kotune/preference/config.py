@@ -81,6 +81,8 @@ class RewardConfig:
     model: str = opt(help="the SFT model folder (or hub id) the reward model starts from")
     output_dir: str = opt(help="where the reward model (backbone + head), tokenizer, reward_probe.json, "
                                "reward_report.json, metrics.jsonl and curves.png are written")
+    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
+                                 "it a used output_dir is refused (CLI: --overwrite)")
     data: PairDataConfig = opt(PairDataConfig(), "preference pairs")
     tokenizer: str | None = opt(None, "tokenizer hub id or folder; unset: the model's")
     trust_remote_code: bool = opt(False, "run code shipped with the model (only for models you trust)")
@@ -104,6 +106,8 @@ class DPOConfig:
 
     model: str = opt(help="the SFT model folder (or hub id): the policy starts here and DPO/KTO use it as the frozen reference")
     output_dir: str = opt(help="where the model or LoRA adapter, tokenizer, dpo_report.json, metrics.jsonl and curves.png go")
+    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
+                                 "it a used output_dir is refused (CLI: --overwrite)")
     data: PairDataConfig = opt(PairDataConfig(), "preference pairs")
     tokenizer: str | None = opt(None, "tokenizer hub id or folder; unset: the model's")
     trust_remote_code: bool = opt(False, "run code shipped with the model (only for models you trust)")
@@ -215,6 +219,8 @@ class PPOConfig:
     reward_model: str = opt(help="the folder `kotune reward` wrote: reward model, and the critic's starting point")
     output_dir: str = opt(help="where the actor (model or LoRA adapter), critic/, tokenizer, ppo_report.json, "
                                "metrics.jsonl and curves.png go")
+    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
+                                 "it a used output_dir is refused (CLI: --overwrite)")
     algo: Literal["ppo", "rloo", "grpo"] = opt("ppo", "ppo: actor + critic + GAE (ours); rloo, grpo: TRL trainers "
                                                       "scored by the same reward model")
     data: PromptDataConfig = opt(PromptDataConfig(), "prompts")

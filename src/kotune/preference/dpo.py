@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from kotune.common.metrics import plot_curves
+from kotune.models.load import pin_adapter_base
 from kotune.preference import trl_backend as tb
 from kotune.preference.config import DPOConfig
 from kotune.preference.models import check_lora_start, frozen_copy, load_policy, policy_dtype
@@ -92,7 +93,7 @@ def run(cfg: DPOConfig, log=print) -> Path:
     trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics, *trl_config_callbacks(cfg, out)])
     log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "
         f"method {cfg.method}, {precision}")
-    tb.announce_processes(trainer)
+    tb.announce_processes(trainer, cfg.algo)
     trainer.train()
     heldout = trainer.evaluate() if data.eval else None  # TRL's metrics on the held-out pairs, prefixed eval_
     if not trainer.is_world_process_zero():
@@ -100,6 +101,8 @@ def run(cfg: DPOConfig, log=print) -> Path:
     tb.remove_if_empty(out / "trainer")
 
     trainer.model.save_pretrained(out, safe_serialization=True)  # a PeftModel saves just the adapter
+    if cfg.method == "lora":
+        pin_adapter_base(out)
     tokenizer.save_pretrained(out)
     rows = metrics.rows
     report = {"algo": cfg.algo, "loss_type": cfg.loss_type, "template": template, "data": data.report,

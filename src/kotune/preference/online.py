@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from kotune.common.metrics import plot_curves
-from kotune.models.load import is_adapter
+from kotune.models.load import is_adapter, pin_adapter_base
 from kotune.preference.models import check_lora_start, frozen_dtype, load_policy, policy_dtype, trl_precision_args
 from kotune.preference.pairs import prepare_prompts
 from kotune.preference.ppo_math import PPOSetupError
@@ -107,12 +107,14 @@ def run_online(cfg, log=print) -> Path:
                        [metrics, _first_step_guard(), *trl_config_callbacks(cfg, out)])
     log(f"{cfg.algo}: {cfg.train.steps} steps, {cfg.ppo.rollout_batch_size} completions per step "
         f"({cfg.ppo.num_generations} per prompt), method {cfg.method}, {precision}")
-    announce_processes(trainer)
+    announce_processes(trainer, cfg.algo)
     trainer.train()
     if not trainer.is_world_process_zero():
         return out
     remove_if_empty(out / "trainer")
     trainer.model.save_pretrained(out, safe_serialization=True)
+    if cfg.method == "lora":
+        pin_adapter_base(out)
     tokenizer.save_pretrained(out)
     rows = metrics.rows
     report = {"algo": cfg.algo, "template": template, "data": data_report, "reward_model_check": check,

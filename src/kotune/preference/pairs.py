@@ -125,10 +125,12 @@ class PreparedPairs:
     report: dict = field(default_factory=dict)
 
 
-def _load(files: list[str], format: str | None, skip_invalid: bool, log) -> LoadResult:
-    loaded = load_examples(files, format=format, kind="preference", skip_invalid=skip_invalid)
+def _load(files: list[str], format: str | None, skip_invalid: bool, log, kind: str = "preference") -> LoadResult:
+    loaded = load_examples(files, format=format, kind=kind, skip_invalid=skip_invalid)
     for problem in loaded.problems:
         log(f"skipped {problem}")
+    for line in loaded.ignored_lines():
+        log(f"ignored field {line}")
     return loaded
 
 
@@ -166,6 +168,7 @@ def prepare_pairs(data, tokenizer, seed: int, log=print) -> PreparedPairs:
         "pairs_loaded": len(examples) + (len(eval_loaded.examples) if eval_loaded else 0),
         "skipped_records_per_kind": dict(per_kind),
         "skipped_records": [str(p) for p in problems],
+        "ignored_fields": {name: len(where) for r in (loaded, eval_loaded) if r for name, where in r.ignored.items()},
         "dropped_after_tokenization": dict(dropped),
         "dropped_pairs": dropped_lines,
         "truncated_pairs": sum(p.truncated for p in train + held),
@@ -180,9 +183,7 @@ def prepare_pairs(data, tokenizer, seed: int, log=print) -> PreparedPairs:
 def prepare_prompts(data, tokenizer, log=print) -> tuple[list[tuple[tuple[Message, ...], list[int]]], dict]:
     """Load the prompts of a `PromptDataConfig` as `(messages, ids)`; prompts over max_prompt_length are dropped
     and counted."""
-    loaded = load_examples(data.files, format=data.format, kind="prompts", skip_invalid=data.skip_invalid)
-    for problem in loaded.problems:
-        log(f"skipped {problem}")
+    loaded = _load(data.files, data.format, data.skip_invalid, log, kind="prompts")
     convs = loaded.examples[: data.max_prompts] if data.max_prompts else loaded.examples
     messages = [c.messages for c in convs]
     ids = prompt_ids(tokenizer, messages)
@@ -196,6 +197,7 @@ def prepare_prompts(data, tokenizer, log=print) -> tuple[list[tuple[tuple[Messag
         "files": loaded.formats_per_file,
         "skipped_records_per_kind": dict(loaded.problems_per_kind),
         "skipped_records": [str(p) for p in loaded.problems],
+        "ignored_fields": {name: len(where) for name, where in loaded.ignored.items()},
         "prompts_too_long": too_long,
         "prompts": len(kept),
     }

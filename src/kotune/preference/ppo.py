@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 
 from kotune.common.metrics import MetricsLog, plot_curves
+from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config
 from kotune.data.templates import install_template
-from kotune.models.load import load_tokenizer
+from kotune.models.load import load_tokenizer, pin_adapter_base, stage_tokenizer
 from kotune.preference import ppo_math as pm
 from kotune.preference.config import PPOConfig
 from kotune.preference.models import (
@@ -119,7 +120,7 @@ def check_models(models: PPOModels) -> None:
 
 def _check_tokenizer(tokenizer, reward_model: str, trust_remote_code: bool) -> None:
     """The reward model must read the same chat format the actor writes."""
-    rm_tok = load_tokenizer(reward_model, trust_remote_code=trust_remote_code)
+    rm_tok = load_tokenizer(reward_model, trust_remote_code=trust_remote_code, key="reward_model")
     if rm_tok.chat_template != tokenizer.chat_template or rm_tok.get_vocab() != tokenizer.get_vocab():
         raise ValueError(
             f"reward_model {reward_model} was trained with another tokenizer or chat template than the actor uses; "
@@ -242,13 +243,13 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
         raise ValueError(cfg.multi_process_error())
     check_lora_start(cfg.model, cfg.method)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_run_folder(out, run_identity("ppo", cfg), overwrite=cfg.overwrite, log=log)
     save_config(cfg, out / "config.yaml")
     precision = resolve_precision(cfg.train.precision)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.train.seed)
 
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = stage_tokenizer(cfg)
     template = install_template(tokenizer, cfg.data.template)
     _check_tokenizer(tokenizer, cfg.reward_model, cfg.trust_remote_code)
     prompts, data_report = prepare_prompts(cfg.data, tokenizer, log)
@@ -312,6 +313,8 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
 
 def _save(cfg: PPOConfig, models: PPOModels, tokenizer, out: Path) -> None:
     models.actor.save_pretrained(out, safe_serialization=True)  # a PeftModel saves just the adapter
+    if cfg.method == "lora":
+        pin_adapter_base(out)
     tokenizer.save_pretrained(out)
     models.critic.save_pretrained(out / "critic", safe_serialization=True)
     tokenizer.save_pretrained(out / "critic")

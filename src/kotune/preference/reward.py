@@ -36,7 +36,7 @@ from kotune.preference.trl_backend import (
 )
 from kotune.training.tracking import trl_config_callbacks
 
-CURVES = ["loss", "accuracy", "margin", "mean_reward", "grad_norm", "learning_rate"]
+CURVES = ["loss", "accuracy", "margin", "mean_reward", "grad_norm", "lr"]
 
 
 def _lora_config(cfg: RewardConfig, model):
@@ -87,7 +87,7 @@ def run(cfg: RewardConfig, log=print) -> Path:
         callbacks=[metrics, *trl_config_callbacks(cfg, out)], peft_config=_lora_config(cfg, model) if cfg.method == "lora" else None,
     )
     log(f"training reward model: {len(data.train):,} pairs, method {cfg.method}, {precision}")
-    announce_processes(trainer)
+    announce_processes(trainer, "reward")
     trainer.train()
     if not trainer.is_world_process_zero():
         return out

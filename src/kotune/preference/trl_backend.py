@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kotune.common.metrics import MetricsLog
+from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config
 from kotune.data.templates import install_template
-from kotune.models.load import load_tokenizer
+from kotune.models.load import stage_tokenizer
 from kotune.preference.models import resolve_precision, trl_precision_args
 from kotune.training.distributed import env_flag, is_first_process, launch_world_size
 from kotune.training.tracking import trl_report_to
@@ -41,10 +42,11 @@ def start_stage(cfg, log=print) -> StageStart:
                          "ddp.yaml), not with FSDP or ZeRO-3; for a model too large for that, use method=lora")
     say = log if is_first_process() else (lambda *_args, **_kwargs: None)
     out = Path(cfg.output_dir)
-    if is_first_process():
-        out.mkdir(parents=True, exist_ok=True)
+    if is_first_process():  # refuses a folder holding another run (these stages do not resume)
+        stage = type(cfg).__name__.removesuffix("Config").lower()
+        prepare_run_folder(out, run_identity(stage, cfg), overwrite=cfg.overwrite, log=say)
         save_config(cfg, out / "config.yaml")
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = stage_tokenizer(cfg)
     template = install_template(tokenizer, cfg.data.template)
     say(f"template: {template}")
     return StageStart(out, resolve_precision(cfg.train.precision), tokenizer, template, say)
@@ -83,8 +85,14 @@ def training_args(config_cls, train, output_dir: str | Path, precision: str, **e
     )
 
 
-def announce_processes(trainer) -> None:
-    """Every process says it is there, as the SFT loop does: a launch that silently started one shows no line."""
+def announce_processes(trainer, desc: str) -> None:
+    """Every process says it is there, as the SFT loop does: a launch that silently started one shows no line.
+    The trainer's progress display becomes SFT's (see `_progress_callback`)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_progress_callback(desc))
     accelerator = trainer.accelerator
     if accelerator.num_processes > 1:
         print(f"process {accelerator.process_index} of {accelerator.num_processes} "
@@ -95,6 +103,39 @@ def remove_if_empty(folder: str | Path) -> None:
     """TRL creates its output_dir even with nothing to save there; drop it so a run folder holds only results."""
     with contextlib.suppress(OSError):
         Path(folder).rmdir()
+
+
+# TRL's log names -> the names SFT's loop writes (metrics.jsonl, progress bar), so every stage reads alike.
+METRIC_NAMES = {"learning_rate": "lr"}
+
+
+def _progress_callback(desc: str):
+    """SFT's progress bar for a TRL trainer: `desc`, steps, and the loss as a postfix. Replaces transformers'
+    bar, which prints every log row as a raw dict with its numbers as strings."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=desc, unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and isinstance(logs.get("loss"), (int, float)):
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return _Progress()
 
 
 def metrics_callback(path: str | Path):
@@ -109,7 +150,8 @@ def metrics_callback(path: str | Path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "train_runtime" in logs:
                 return
-            row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            row = {"step": state.global_step,
+                   **{METRIC_NAMES.get(k, k): v for k, v in logs.items() if isinstance(v, (int, float))}}
             self.rows.append(row)
             self.log.write(row)
 

@@ -44,6 +44,8 @@ class PretrainConfig:
     """Causal-LM pre-training on raw text, from scratch (`init`) or continued from a checkpoint (`model`)."""
 
     output_dir: str = opt(help="where the model, tokenizer, token files, metrics and eval.json are written")
+    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
+                                 "it a used output_dir is refused (CLI: --overwrite)")
     tokenizer: str | None = opt(None, "tokenizer folder or hub id; unset: the model's")
     model: str | None = opt(None, "continue pre-training this model (hub id or folder); unset: build from `init`")
     init: ModelInitConfig = opt(ModelInitConfig(), "architecture for a model trained from scratch")

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from kotune.common.losses import causal_lm_loss_sum
+from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config, to_dict
 from kotune.data.corpus import iter_documents
 from kotune.data.token_blocks import TokenBlocks, write_token_files
-from kotune.models.load import load_model, load_tokenizer
+from kotune.models.load import load_model, stage_tokenizer
 from kotune.pretrain.config import ModelInitConfig, PretrainConfig
 from kotune.training.distributed import make_accelerator
 from kotune.training.loop import save_outputs, train_loop
@@ -82,7 +83,11 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.train, out)
     say = log if accelerator.is_main_process else (lambda *_: None)
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    identity = run_identity("pretrain", cfg)
+    if accelerator.is_main_process:  # tokens/ is a cache keyed by corpus and tokenizer: kept by --overwrite
+        prepare_run_folder(out, identity, resume=cfg.train.resume, overwrite=cfg.overwrite, keep=("tokens",), log=say)
+    accelerator.wait_for_everyone()
+    tokenizer = stage_tokenizer(cfg)
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
         meta = prepare_tokens(cfg, tokenizer, say)
@@ -107,7 +112,7 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     say(f"model: {'continued from ' + cfg.model if cfg.model else 'random init ' + cfg.init.arch}, {n_params / 1e6:,.1f}M parameters")
 
     initial: list[float] = []  # held-out perplexity of the starting weights (not measured on a resumed run)
-    model = train_loop(accelerator, model, train_blocks, cfg.train, out, desc="pretrain", log=say,
+    model = train_loop(accelerator, model, train_blocks, cfg.train, out, desc="pretrain", log=say, identity=identity,
                        before_training=lambda m: initial.append(perplexity(m, eval_blocks, accelerator.device,
                                                                            cfg.data.eval_max_blocks)))
     before = initial[0] if initial else None

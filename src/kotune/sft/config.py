@@ -34,6 +34,8 @@ class SFTConfig:
 
     model: str = opt(help="base model: hub id (EleutherAI/polyglot-ko-1.3b) or local folder")
     output_dir: str = opt(help="where the model, tokenizer, config.yaml, metrics.jsonl and loss.png are written")
+    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
+                                 "it a used output_dir is refused (CLI: --overwrite)")
     data: DataConfig = opt(DataConfig(), "training data")
     tokenizer: str | None = opt(None, "tokenizer hub id or folder; unset: the model's")
     trust_remote_code: bool = opt(False, "run code shipped with the model (only for models you trust)")

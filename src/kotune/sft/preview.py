@@ -9,7 +9,7 @@ from kotune.config import load_config
 from kotune.data.loading import load_examples
 from kotune.data.templates import install_template
 from kotune.data.tokenize import IGNORE_INDEX, tokenize_conversations
-from kotune.models.load import load_tokenizer
+from kotune.models.load import stage_tokenizer
 from kotune.sft.config import SFTConfig
 
 OPEN, CLOSE = "\x1b[1;32m", "\x1b[0m"
@@ -36,7 +36,7 @@ def marked_text(tokenizer, input_ids: list[int], labels: list[int], open_: str, 
 def run(recipe: str, overrides: list[str], limit: int, as_json: bool, out=None) -> int:
     out = out or sys.stdout
     cfg = load_config(SFTConfig, recipe, overrides)
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = stage_tokenizer(cfg)
     template = install_template(tokenizer, cfg.data.template)
     loaded = load_examples(cfg.data.files, format=cfg.data.format, kind="sft", skip_invalid=True)
     examples = tokenize_conversations(tokenizer, loaded.examples[:limit], cfg.data.max_length)

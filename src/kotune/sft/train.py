@@ -6,12 +6,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kotune.common.run_folder import prepare_run_folder, run_identity
 from kotune.config import save_config
 from kotune.data.collate import pack_batch, pad_batch
 from kotune.data.loading import load_examples
 from kotune.data.templates import install_template
 from kotune.data.tokenize import TokenizedExample, check_trainable, token_stats, tokenize_conversations
-from kotune.models.load import load_model, load_tokenizer
+from kotune.models.load import load_model, pin_adapter_base, stage_tokenizer
 from kotune.models.lora import apply_lora
 from kotune.sft.config import SFTConfig
 from kotune.training.config import frozen_dtype, resolve_precision
@@ -35,6 +36,8 @@ def prepare_examples(cfg: SFTConfig, tokenizer, log=print):
     if loaded.problems:
         log(f"skipped {len(loaded.problems)} invalid record(s): " + ", ".join(f"{k} {v}" for k, v in loaded.problems_per_kind.items())
             + _not_shown(len(loaded.problems)))
+    for line in loaded.ignored_lines():
+        log(f"ignored field {line}")
     examples = tokenize_conversations(tokenizer, loaded.examples, cfg.data.max_length)
     stats = token_stats(examples, tokenizer.eos_token_id)
     log(stats.summary())
@@ -49,6 +52,7 @@ def prepare_examples(cfg: SFTConfig, tokenizer, log=print):
         "files": loaded.formats_per_file,
         "records_per_format": dict(loaded.records_per_format),
         "skipped_records": [str(p) for p in loaded.problems],
+        "ignored_fields": {name: len(where) for name, where in loaded.ignored.items()},
         "skipped_without_trained_tokens": [str(e.source) for e in empty],
         "stats": {**stats.__dict__, "trained_fraction": stats.trained_fraction},
     }
@@ -117,8 +121,12 @@ def run(cfg: SFTConfig, log=print) -> Path:
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.train, out)
     say = log if accelerator.is_main_process else (lambda *_: None)
+    identity = run_identity("sft", cfg)
+    if accelerator.is_main_process:  # before anything is written: refuse a folder holding another run
+        prepare_run_folder(out, identity, resume=cfg.train.resume, overwrite=cfg.overwrite, log=say)
+    accelerator.wait_for_everyone()
 
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = stage_tokenizer(cfg)
     template = install_template(tokenizer, cfg.data.template)
     say(f"template: {template}")
     examples, report = prepare_examples(cfg, tokenizer, say)
@@ -130,8 +138,10 @@ def run(cfg: SFTConfig, log=print) -> Path:
         (out / "data_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
     accelerator.init_trackers(PROJECT, config=flat_config(cfg))  # train.report_to; the first process logs
     data = SupervisedData(examples, tokenizer.pad_token_id, packed=batching == "padding_free")
-    model = train_loop(accelerator, model, data, cfg.train, out, desc="sft", log=say)
+    model = train_loop(accelerator, model, data, cfg.train, out, desc="sft", log=say, identity=identity)
     save_outputs(accelerator, model, tokenizer, out, title=f"SFT {cfg.model}")
+    if accelerator.is_main_process and cfg.method != "full":
+        pin_adapter_base(out)
     say(f"saved to {out} ({'model' if cfg.method == 'full' else 'LoRA adapter'} + tokenizer with chat_template)")
     accelerator.end_training()
     return out

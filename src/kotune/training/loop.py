@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from kotune.common.checkpoint import begin_checkpoint, latest_checkpoint, publish_checkpoint
 from kotune.common.losses import IGNORE_INDEX, causal_lm_loss_sum, next_token_targets
 from kotune.common.metrics import MetricsLog, plot_curves
+from kotune.common.run_folder import check_resume_step
 from kotune.data.batching import BatchPlan, split_for_rank
 from kotune.training import trainable_state
 from kotune.training.config import TrainConfig, resolve_precision
@@ -51,7 +52,7 @@ def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def _checkpoint(accelerator, model, out: Path, step: int, keep: int) -> None:
+def _checkpoint(accelerator, model, out: Path, step: int, keep: int, identity: dict | None) -> None:
     """Every process writes its part (accelerate: model, optimizer, scheduler, RNG; of a LoRA/QLoRA model only
     the trainable parameters, see training/trainable_state.py); the main process then publishes the folder
     atomically."""
@@ -62,7 +63,7 @@ def _checkpoint(accelerator, model, out: Path, step: int, keep: int) -> None:
     accelerator.save_state(str(root / f"step-{step:07d}.tmp"), **trainable_state.save_kwargs(accelerator, model))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        publish_checkpoint(root, step, {"step": step}, keep)
+        publish_checkpoint(root, step, {"step": step, "run": identity}, keep)
     accelerator.wait_for_everyone()
 
 
@@ -88,12 +89,14 @@ def _trained_loss_sum(model, batch: dict, labels: torch.Tensor, select_logits: b
 
 
 def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path, *, desc: str, log=print,
-               before_training: Callable[[torch.nn.Module], None] | None = None):
+               before_training: Callable[[torch.nn.Module], None] | None = None, identity: dict | None = None):
     """Train `model` on `data` for the steps `cfg` asks; returns the prepared (possibly wrapped) model.
 
     Writes metrics.jsonl and loss.png into `out`, and resumable checkpoints under `out/checkpoints`.
     `before_training(prepared_model)` runs on every process before the first step of a fresh run: under FSDP or
     ZeRO-3 only the prepared model can run a forward pass (its parameters are sharded until then).
+    `identity` (`kotune.common.run_folder.run_identity`) goes into every checkpoint, so a resume can tell whether
+    a checkpoint is this run's; the stage checked it against the folder before calling this.
     """
     from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
@@ -122,6 +125,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     start_step = 0
     found = latest_checkpoint(out / "checkpoints") if cfg.resume else None
     if found:
+        check_resume_step(found, plan.total_steps)
         accelerator.load_state(str(found[0]), **trainable_state.load_kwargs(accelerator, model))
         start_step = found[1]["step"]
         log(f"resumed from {found[0]} (step {start_step})")
@@ -178,7 +182,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
             metrics.write(row)
             accelerator.log(numeric(row), step=step + 1)  # the trackers of train.report_to (none: nothing)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < plan.total_steps:
-            _checkpoint(accelerator, model, out, step + 1, cfg.keep_checkpoints)
+            _checkpoint(accelerator, model, out, step + 1, cfg.keep_checkpoints, identity)
     progress.close()
     accelerator.wait_for_everyone()
     return model

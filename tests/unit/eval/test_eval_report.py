@@ -79,3 +79,15 @@ def test_report_with_kobest_and_generation(tmp_path):
 def test_report_needs_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `kotune eval kobest` or `kotune eval generate` with --out"):
         write_report(tmp_path)
+
+
+def test_console_table_carries_the_limit_note_beside_published_rows():
+    from kotune.eval.report import kobest_console_table
+
+    limited = kobest_console_table(_kobest())
+    assert "polyglot-ko-1.3b (published)" in limited
+    assert "note: Only the first 20 test documents of each task were scored (`--limit`): these numbers are not " \
+           "comparable with the published ones." in limited
+    full = _kobest()
+    full["settings"]["limit"] = None
+    assert "not comparable" not in kobest_console_table(full)

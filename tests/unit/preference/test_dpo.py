@@ -104,3 +104,21 @@ def test_loss_variants_only_for_dpo():
         load_config(DPOConfig, None, ["model=m", "output_dir=o", "data.files=[x]", "algo=orpo", "loss_type=ipo"])
     with pytest.raises(ValueError, match="loss_type: unknown 'sigmoidd'"):
         load_config(DPOConfig, None, ["model=m", "output_dir=o", "data.files=[x]", "loss_type=sigmoidd"])
+
+
+@pytest.mark.parametrize("algo", ["dpo", "kto", "orpo", "simpo"])
+def test_multi_turn_conversational_pairs_train_with_every_algo(sft_neox, tmp_path, algo):
+    """Pairs with a system message and earlier turns (TRL's conversational and ShareGPT layouts) train in context."""
+    from kotune_test_paths import conversational_pairs
+
+    trl, _, sharegpt = conversational_pairs()
+    files = []
+    for name, record in (("trl.jsonl", trl), ("sharegpt.jsonl", sharegpt)):
+        (tmp_path / name).write_text((json.dumps(record, ensure_ascii=False) + "\n") * 4, encoding="utf-8")
+        files.append(str(tmp_path / name))
+    out = run(dpo_config(sft_neox, files[0], tmp_path / algo, f"algo={algo}", "train.max_steps=1", "data.max_length=128",
+                         f"data.files=[{','.join(files)}]"), log=lambda *_: None)
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert len(rows) == 1 and torch.isfinite(torch.tensor(rows[0]["loss"]))
+    report = json.loads((out / "dpo_report.json").read_text())["data"]
+    assert report["records_per_format"] == {"preference": 4, "sharegpt_preference": 4} and report["train_pairs"] == 8

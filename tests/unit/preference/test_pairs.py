@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from kotune_test_paths import SAMPLES
+from kotune_test_paths import SAMPLES, conversational_pairs
 from transformers import AutoTokenizer
 
 from kotune.data.loading import load_examples
@@ -104,3 +104,49 @@ def test_kochatgpt_rankings_give_every_ordered_pair(tiny_neox, tmp_path):
     assert {(p.chosen, p.rejected) for p in pairs} == {("최고", "보통"), ("보통", "최악"), ("최고", "최악")}
     data = prepare_pairs(PairDataConfig(files=[str(path)], eval_fraction=0), tok, 0, lambda *_: None)
     assert data.report["train_pairs"] == 3 and data.report["records_per_format"] == {"kochatgpt_rm": 1}
+
+
+def conversational_file(tmp_path, n=1):
+    """Multi-turn pairs in TRL's conversational layout and LLaMA-Factory's ShareGPT layout, one file each."""
+    trl, _, sharegpt = conversational_pairs()
+    paths = []
+    for name, rec in (("trl.jsonl", trl), ("sharegpt.jsonl", sharegpt)):
+        (tmp_path / name).write_text("".join(json.dumps(rec, ensure_ascii=False) + "\n" for _ in range(n)), encoding="utf-8")
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+def test_multi_turn_pairs_differ_only_in_the_final_reply_and_mask_as_sft(tok, tmp_path):
+    """A pair with a system message and an earlier exchange: chosen and rejected are SFT's tokens of the whole
+    conversation, identical up to the final reply; the earlier assistant turn is prompt, not reply."""
+    for path in conversational_file(tmp_path):
+        (pair,) = load_examples([path], kind="preference").examples
+        (tp,), dropped, _ = tokenize_pairs(tok, [pair], max_length=512)
+        assert not dropped
+        sides = []
+        for reply, reply_ids, seq in ((pair.chosen, tp.chosen_ids, tp.chosen_sequence),
+                                      (pair.rejected, tp.rejected_ids, tp.rejected_sequence)):
+            sft = tokenize_conversations(tok, [Conversation((*pair.prompt, Message("assistant", reply)))], None)[0]
+            assert seq == sft.input_ids  # rendered with the chat template exactly as SFT renders it
+            trained = [i for i, label in enumerate(sft.labels) if label != -100]
+            final = len(tp.prompt_ids)  # the final reply starts here and is SFT's last trained span
+            assert sft.labels[final:] == reply_ids and tok.decode(reply_ids) == reply + tok.eos_token
+            assert trained[0] < final  # SFT trains the earlier assistant turn; here it is part of the prompt
+            sides.append(sft.input_ids)
+        first_difference = next(i for i, (a, b) in enumerate(zip(*sides)) if a != b)
+        assert first_difference >= len(tp.prompt_ids)  # nothing before the final reply differs
+        prompt_text = tok.decode(tp.prompt_ids)
+        assert "친절하게 답하세요." in prompt_text and "안녕하세요!" in prompt_text
+
+
+def test_ppo_prompts_may_carry_a_conversation(tok, tmp_path):
+    from kotune.preference.config import PromptDataConfig
+    from kotune.preference.pairs import prepare_prompts
+
+    prompt = [{"role": "system", "content": "짧게"}, {"role": "user", "content": "안녕?"},
+              {"role": "assistant", "content": "네."}, {"role": "user", "content": "이름은?"}]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": prompt}, ensure_ascii=False) + "\n", encoding="utf-8")
+    ((messages, ids),), _ = prepare_prompts(PromptDataConfig(files=[str(path)]), tok, log=lambda *_: None)
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert tok.decode(ids) == tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)

@@ -2,6 +2,7 @@
 set-up that would have made it learn nothing, the chatKoAlpaca seed's first of all."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -103,7 +104,7 @@ def test_guard_fires_when_the_policy_gradient_is_zero(toy_sft, toy_rm, toy_promp
     # Trainable, but not a weight the policy uses: the first update has a zero gradient.
     models.actor.register_parameter("unused", torch.nn.Parameter(torch.zeros(1)))
     with pytest.raises(PPOSetupError, match="policy gradient norm is 0.0 at the first step"):
-        run(cfg, models=models, **QUIET)
+        run(dataclasses.replace(cfg, overwrite=True), models=models, **QUIET)  # the folder holds the first try
 
 
 def test_reward_model_from_another_template_is_refused(toy_sft, toy_rm, toy_prompts, tmp_path):

@@ -141,3 +141,28 @@ def test_many_skipped_examples_are_summed_up_on_screen_and_all_listed_in_the_rep
     per_line = [line for line in logged if line.endswith("no trained token left after truncation to max_length=256")]
     assert len(per_line) == SHOWN_PER_KIND
     assert f"skipped {len(skipped):,} example(s)" in logged[-1] and "all in data_report.json" in logged[-1]
+
+
+def test_a_used_output_dir_is_refused_and_resume_continues_only_its_own_run(tiny_neox, small_alpaca, tmp_path):
+    """Issue 22's sequence: a run leaves checkpoints; a fresh run into the folder refuses; --overwrite clears them;
+    a resume with other settings is refused; one whose checkpoint is past its last step is refused."""
+    from kotune.common.run_folder import RunFolderError
+
+    out = tmp_path / "sft"
+    quiet = dict(log=lambda *_: None)
+    run(sft_config(tiny_neox, small_alpaca, out, "train.max_steps=4", "train.save_every=3"), **quiet)
+    assert (out / "checkpoints" / "step-0000003").is_dir()
+    with pytest.raises(RunFolderError, match="already holds another run's checkpoints"):
+        run(sft_config(tiny_neox, small_alpaca, out, "train.max_steps=2"), **quiet)
+    with pytest.raises(RunFolderError, match=r"train\.global_batch_size: 8 \(checkpoint\) vs 4 \(now\)"):
+        run(sft_config(tiny_neox, small_alpaca, out, "train.max_steps=6", "train.resume=true",
+                       "train.global_batch_size=4"), **quiet)
+    with pytest.raises(RunFolderError, match="at step 3, and this run has 2 step"):
+        run(sft_config(tiny_neox, small_alpaca, out, "train.max_steps=2", "train.resume=true"), **quiet)
+    lines: list[str] = []
+    run(sft_config(tiny_neox, small_alpaca, out, "train.max_steps=5", "train.resume=true"), log=lines.append)
+    assert any("resuming from" in line and "(step 3)" in line for line in lines)
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+    run(sft_config(tiny_neox, small_alpaca, out, "train.max_steps=2", "overwrite=true"), **quiet)
+    assert not (out / "checkpoints").exists()  # the earlier run's checkpoints are gone with it
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
