@@ -63,7 +63,7 @@ def dpo_tolerances(row, previous, *, beta=0.1, max_length=512):
     sums = 2 * (abs(row["logps/chosen"]) + abs(row["logps/rejected"]))
     margin = beta * summation_tolerance(sums, max_length)
     tokens = row["num_tokens"] - (previous["num_tokens"] if previous else 0)  # num_tokens counts from the start
-    return {"loss": margin, "rewards/margins": margin, "learning_rate": 0.0,
+    return {"loss": margin, "rewards/margins": margin, "lr": 0.0,
             "grad_norm": summation_tolerance(math.sqrt(tokens) * row["grad_norm"], int(tokens))}
 
 

@@ -11,7 +11,7 @@ DPO_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "re
 
 def write_dpo_metrics(path):
     rows = [{"step": s, "loss": 0.7 - 0.01 * s, "rewards/chosen": 0.01 * s, "rewards/rejected": -0.01 * s,
-             "rewards/margins": 0.02 * s, "rewards/accuracies": 0.5, "grad_norm": 4.0, "learning_rate": 1e-4}
+             "rewards/margins": 0.02 * s, "rewards/accuracies": 0.5, "grad_norm": 4.0, "lr": 1e-4}
             for s in range(1, 21)]
     rows.append({"step": 10, "eval_loss": 0.66, "eval_rewards/margins": 0.15})  # TRL's held-out rows
     rows.append({"step": 20, "eval_loss": 0.62, "eval_rewards/margins": 0.30, "eval_runtime": 1.5})
