@@ -144,6 +144,11 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise ConfigError(f"{where or 'recipe'}: {e}") from None
 
 
+# libyaml's loader where PyYAML has it: it refuses nesting deeper than 1,000 levels at once, where the pure Python
+# scanner takes seconds (quadratic in depth) before it hits Python's recursion limit.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `a.b=value` overrides; values are parsed as YAML (`1e-4`, `true`, `[a, b]`)."""
     for item in overrides:
@@ -156,8 +161,21 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        node[parts[-1]] = _override_value(item, raw)
     return data
+
+
+def _override_value(item: str, raw: str):
+    """The YAML value of one override; bad or absurdly nested YAML is the override's error, never a traceback."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.load(raw, Loader=_YAML_LOADER)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"override {item[:80]!r}: value is not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError(f"override {item[:80]!r}: value is nested too deeply") from None
 
 
 # Recipes are a few dozen lines; a file this large is not one (and YAML would hold it several times over).
@@ -183,9 +201,7 @@ def read_recipe(path: str | Path) -> dict:
         line = raw.count(b"\n", 0, e.start) + 1
         raise ConfigError(f"{path}:{line}: encoding: invalid UTF-8 byte 0x{raw[e.start]:02x}; save the recipe as UTF-8") from None
     try:
-        # libyaml's loader where PyYAML has it: it refuses nesting deeper than 1,000 levels at once, where the pure
-        # Python scanner takes seconds (quadratic in depth) before it hits Python's recursion limit.
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)

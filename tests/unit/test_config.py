@@ -110,3 +110,11 @@ def test_an_override_is_blamed_for_its_own_mistake_and_the_recipe_for_its_own(tm
         load_config(SFTConfig, path, ["train.epochs=1", "data.files={a: 1}"])
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: train\.epochs: expected a number"):
         load_config(SFTConfig, path, ["train.seed=1"])
+
+
+@pytest.mark.parametrize("value, reason", [("[a, b", "not valid YAML"), ("[" * 5000, "not valid YAML|nested too deeply")])
+def test_a_bad_override_value_is_the_overrides_error_not_a_traceback(tmp_path, value, reason):
+    """Issue 20: a truncated or absurdly nested value typed on the command line."""
+    path = write_recipe(tmp_path, "model: m\noutput_dir: o\ndata: {files: [a.json]}\n")
+    with pytest.raises(ConfigError, match=rf"^override 'train\.epochs=.*': value is ({reason})"):
+        load_config(SFTConfig, path, [f"train.epochs={value}"])
