@@ -88,7 +88,7 @@ def _import(dotted: str):
 
 
 def _data_commands(sub) -> None:
-    data = sub.add_parser("data", help="check, preview and convert training data")
+    data = sub.add_parser("data", help="check, preview and deduplicate training data")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="{check,preview,dedup}")
 
     check = dsub.add_parser("check", help="validate data files: counts per format and problem, every problem as FILE:LINE: field: reason")
