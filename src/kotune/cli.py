@@ -305,7 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        if "torch.distributed" in sys.modules:  # a launched stage: leave the process group together (see there)
+            from kotune.training.distributed import close_process_group
+
+            close_process_group()
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -53,6 +53,20 @@ def is_first_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def close_process_group() -> None:
+    """End a multi-process launch cleanly: wait for every process, then destroy the process group.
+
+    The TRL stages return early on every process but the first, which still saves the model. A process that exits
+    while the others still use the group can abort in gloo's teardown ("terminate called without an active
+    exception", SIGABRT), failing a launch whose work had succeeded. Called once, after a command succeeded.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def env_flag(name: str) -> bool:
     """An on/off variable as `accelerate launch` writes them (true/false)."""
     return os.environ.get(name, "false").lower() in ("1", "true", "yes")
