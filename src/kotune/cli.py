@@ -153,6 +153,18 @@ def _model_commands(sub) -> None:
     merge.set_defaults(handler=do_merge)
 
 
+def _plan_command(sub) -> None:
+    plan = sub.add_parser("plan", help="per-GPU memory of a training recipe per engine (single, DDP, FSDP2, ZeRO-2/3), "
+                                       "whether it fits, and what to change if not; offline, no GPU needed")
+    plan.add_argument("recipe", help="a training recipe (sft, pretrain, reward, dpo, ppo) or a pipeline recipe")
+    plan.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method=lora model=EleutherAI/polyglot-ko-1.3b")
+    plan.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs to train on (default 1)")
+    plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GiB", help="memory of each GPU (default 80)")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON")
+    plan.set_defaults(handler=lambda a: _import("kotune.plan.report.run")(a.recipe, a.overrides, a.gpus, a.gpu_memory,
+                                                                        a.json), command_parser=plan)
+
+
 def _tokenizer_commands(sub) -> None:
     tokenizer = sub.add_parser("tokenizer", help="train Korean tokenizers")
     tsub = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="{train}")
@@ -268,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help, config_path, run_path) in RECIPE_STAGES.items():
         _recipe_stage(sub, name, help, config_path, run_path)
     _data_commands(sub)
+    _plan_command(sub)
     _tokenizer_commands(sub)
     _model_commands(sub)
     _eval_commands(sub)

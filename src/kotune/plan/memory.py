@@ -36,7 +36,9 @@ class Job:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] | str = ()
     frozen: tuple[tuple[int, bool], ...] = ()  # frozen copies held beside it: (parameters, is a quantized base)
+    extra_trained: int = 0  # a second model trained in full beside it (PPO's critic), parameters
     kv_cache_tokens: int = 0  # generation (PPO rollouts): cached tokens
+    single_device: bool = False  # the stage runs on one device only (kotune's PPO)
     device: str = "cuda"  # cuda: fused AdamW; cpu: single-tensor AdamW with per-tensor temporaries
 
 
@@ -123,7 +125,7 @@ def estimate(job: Job, engine: str = "single", gpus: int = 1) -> Estimate | None
     if engine not in ENGINES:
         raise ValueError(f"engine: unknown {engine!r}; known: {', '.join(ENGINES)}")
     n = 1 if engine == "single" else gpus
-    if job.method == "qlora" and engine not in ("single", "ddp"):
+    if job.method == "qlora" and engine not in ("single", "ddp") or job.single_device and engine != "single":
         return None
     bf16 = job.precision == "bf16"
     m = job.model
@@ -158,6 +160,8 @@ def estimate(job: Job, engine: str = "single", gpus: int = 1) -> Estimate | None
         c["weights"] = 4 * t
         c["gradients"] = 4 * t
         c["optimizer"] = 8 * t
+    if job.extra_trained:  # fp32 weights, gradients, AdamW moments (+ its autocast copies): one device (PPO)
+        c["critic"] = (16 + (2 if bf16 else 0)) * job.extra_trained
     frozen = sum(_frozen_bytes(job, p, q) for p, q in job.frozen)
     if frozen:
         c["frozen models"] = frozen / (n if sharded else 1)
