@@ -177,7 +177,7 @@ def estimate(job: Job, engine: str = "single", gpus: int = 1) -> Estimate | None
     opt_tmp = 2 * 4 * (m.largest if job.method == "full" else 0) if job.device == "cpu" else 0
     peak = static + max(
         act["saved"] + act["head_transient"] + head_share * grads,  # backward starts: logits' gradients alive
-        grads + (act["layer"] if job.checkpointing else 0),  # backward ends: every gradient, activations freed
+        grads + act["layer"],  # backward ends: every gradient, the first layer's activations (recomputed or kept)
         grads + opt_tmp,  # optimizer step
         c.get("KV cache (rollouts)", 0),  # sampling
     )

@@ -43,7 +43,7 @@ def step_twice(model, batch: int, length: int, vocab: int, lr: float = 1e-4) -> 
 
 
 def main() -> None:
-    spec, batch, length = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    spec, batch, length, checkpointing = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
     torch.manual_seed(0)
     torch.set_num_threads(1)
     warm = dict(spec, num_hidden_layers=2, hidden_size=64, intermediate_size=128, vocab_size=256,
@@ -51,6 +51,9 @@ def main() -> None:
     step_twice(build(warm), 2, 32, 256)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     model = build(spec)
+    if checkpointing:  # as kotune's SFT enables it
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     step_twice(model, batch, length, spec["vocab_size"])
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"measured": after - before, "params": sum(p.numel() for p in model.parameters())}))

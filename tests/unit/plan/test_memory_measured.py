@@ -7,10 +7,12 @@ builds it, the loop's loss with logits only at trained tokens), above its own pe
 Why 15%: the plan counts tensors (weights, gradients, AdamW moments, saved activations, the loss's fp32
 gradients, the optimizer's per-tensor temporaries); RSS also holds what no tensor count sees: allocator
 bookkeeping and page rounding of each tensor, thread-local buffers of the kernels and autograd's graph nodes.
-Those grow with the number of tensors, not their size, and were 1-3% at these sizes on this machine; 15% is the
-issue's bar for a plan a user may trust, and leaves room for other CPUs' kernels choosing other workspaces.
-Sizes (7M-42M parameters, 256-512 tokens per sequence) keep weights and activations both large against that noise,
-with activations 20-40% of the total so that their accounting is tested too.
+Those grow with the number of tensors, not their size; measured / planned was 0.95-1.01 at these sizes on this
+machine (the plan errs high: it keeps the loss's transients and the last layer's activations at their largest
+together). 15% is the issue's bar for a plan a user may trust, and leaves room for other CPUs' kernels choosing
+other workspaces. Sizes (7M-42M parameters, 256-512 tokens per sequence, with and without gradient checkpointing)
+keep weights and activations both large against that noise, with activations 20-40% of the total so that their
+accounting is tested too.
 """
 
 from __future__ import annotations
@@ -28,33 +30,38 @@ from kotune.plan.shapes import shape_of
 
 SCRIPT = Path(__file__).with_name("measure_step.py")
 CASES = [
-    pytest.param({"model_type": "gpt_neox", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
-                  "intermediate_size": 1024, "vocab_size": 8000, "rotary_pct": 0.5}, 4, 256, id="neox-7M"),
     pytest.param({"model_type": "gpt_neox", "hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
                   "intermediate_size": 2048, "vocab_size": 16000, "rotary_pct": 0.5}, 2, 256, id="neox-42M"),
+    pytest.param({"model_type": "gpt_neox", "hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
+                  "intermediate_size": 2048, "vocab_size": 16000, "rotary_pct": 0.5}, 2, 512, True,
+                 id="neox-42M-checkpointing"),
     pytest.param({"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
                   "num_key_value_heads": 4, "intermediate_size": 704, "vocab_size": 8000}, 4, 256, id="llama-7M-gqa"),
     pytest.param({"model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
-                  "num_key_value_heads": 8, "intermediate_size": 1408, "vocab_size": 16000}, 2, 512, id="llama-42M"),
+                  "num_key_value_heads": 8, "intermediate_size": 1408, "vocab_size": 16000}, 2, 512, True,
+                 id="llama-42M-checkpointing"),
 ]
 
 
-@pytest.mark.parametrize("spec,batch,length", CASES)
-def test_planned_peak_matches_measured_cpu_step(spec, batch, length):
+@pytest.mark.parametrize("spec,batch,length,checkpointing", [
+    pytest.param(*case.values, *(() if len(case.values) == 4 else (False,)), id=case.id) for case in CASES])
+def test_planned_peak_matches_measured_cpu_step(spec, batch, length, checkpointing):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     spec = {**spec, "max_position_embeddings": 1024}
     with torch.device("meta"):
         shape = shape_of(AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec)), "shape-true")
-    planned = estimate(Job(shape, method="full", micro_batch=batch, length=length, precision="fp32", device="cpu"))
+    planned = estimate(Job(shape, method="full", micro_batch=batch, length=length, precision="fp32", checkpointing=checkpointing, device="cpu"))
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    done = subprocess.run([sys.executable, str(SCRIPT), json.dumps(spec), str(batch), str(length)],
+    done = subprocess.run([sys.executable, str(SCRIPT), json.dumps(spec), str(batch), str(length),
+                           str(int(checkpointing))],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["params"] == shape.params  # the meta-device count is the real model's
     ratio = result["measured"] / planned.peak
+    print(f"measured / planned = {ratio:.3f}")
     assert abs(ratio - 1) <= 0.15, (f"measured {result['measured'] / 2**20:.0f} MiB, planned {planned.peak / 2**20:.0f} "
                                     f"MiB ({ratio:.3f}); components: {planned.components}")
