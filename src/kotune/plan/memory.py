@@ -76,11 +76,10 @@ def _layer_bytes(job: Job) -> float:
         return 4 * fp32 + 2 * half
     size = 4 if job.precision == "fp32" else 2
     base = (8 * h + i + nh + 4) if neox else (5 * h + 2 * kv + nh + 2 + 3 * i)
-    params, width = m.lora_params(_targets(job), job.lora_r)
-    # Per adapted module: lora_A's output (r), and with dropout its dropped input (and a copy for the matmul).
-    adapters = params // max(job.lora_r, 1) and (sum(len(d) for n, d in m.linear_dims.items()
-                                                     if _targets(job) == "all-linear" or n in _targets(job)))
-    extra = adapters * job.lora_r + (2 * width if job.lora_dropout > 0 else 0)
+    _, width, adapted = m.lora_params(_targets(job), job.lora_r)
+    # Per adapted module (fp32 adapters): lora_A's output (r), and with dropout its dropped input and the copy the
+    # matmul takes of it (measured: one to two input widths per module; the plan takes two).
+    extra = adapted * job.lora_r + (2 * width if job.lora_dropout > 0 else 0)
     return size * base + 4 * extra / m.layers
 
 
@@ -189,7 +188,8 @@ def host_load(job: Job, engine: str, gpus: int) -> dict[str, float]:
     FSDP2 cpu_ram_efficient_loading) only the first while the others hold their shard."""
     n = 1 if engine == "single" else gpus
     dtype = 4 if job.method == "full" else 2
-    whole = job.model.params * dtype + sum(p * (2 if job.precision == "bf16" else 4) for p, _ in job.frozen)
+    whole = (job.model.params * dtype + job.extra_trained * 4
+             + sum(p * (2 if job.precision == "bf16" else 4) for p, _ in job.frozen))
     if job.method == "qlora":
         whole = 2 * job.model.layer  # weights stream to the GPU layer by layer as they are quantized
     low = whole / n if engine in ("fsdp2", "zero3") else whole

@@ -4,7 +4,6 @@ that make it fit; `--json` for machines, `markdown_table` for README's table of 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 from kotune.plan.memory import ENGINES, GIB, Estimate, Job, estimate, with_changes
 from kotune.plan.recipe import PlannedStage, plan_recipe
@@ -165,6 +164,3 @@ def markdown_table(gpus: int = 8) -> str:
             lines.append(f"| {name} | {stage.job.model.name} | {_describe(stage.job)} | {' | '.join(cells)} | {host} |")
     return "\n".join(lines)
 
-
-def as_dict(est: Estimate) -> dict:
-    return asdict(est)

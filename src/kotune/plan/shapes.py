@@ -62,10 +62,10 @@ class ModelShape:
     def kv_dim(self) -> int:
         return self.kv_heads * (self.hidden // self.heads)
 
-    def lora_params(self, targets: list[str] | str, r: int) -> tuple[int, int]:
-        """(trainable LoRA parameters, summed input width of the adapted modules) for `targets` at rank r."""
+    def lora_params(self, targets: list[str] | str, r: int) -> tuple[int, int, int]:
+        """(trainable LoRA parameters, summed input width, number) of the modules `targets` adapts at rank r."""
         dims = [d for name, ds in self.linear_dims.items() if targets == "all-linear" or name in targets for d in ds]
-        return sum(r * (i + o) for i, o in dims), sum(i for i, _ in dims)
+        return sum(r * (i + o) for i, o in dims), sum(i for i, _ in dims), len(dims)
 
 
 def model_shape(name_or_path: str) -> ModelShape:

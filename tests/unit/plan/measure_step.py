@@ -43,7 +43,8 @@ def step_twice(model, batch: int, length: int, vocab: int, lr: float = 1e-4) -> 
 
 
 def main() -> None:
-    spec, batch, length, checkpointing = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+    spec, batch, length = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    checkpointing, method = sys.argv[4] == "1", sys.argv[5]
     torch.manual_seed(0)
     torch.set_num_threads(1)
     warm = dict(spec, num_hidden_layers=2, hidden_size=64, intermediate_size=128, vocab_size=256,
@@ -54,9 +55,15 @@ def main() -> None:
     if checkpointing:  # as kotune's SFT enables it
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    if method == "lora":  # kotune's LoRA (r 8, dropout 0.05, the architecture's default targets)
+        from kotune.models.lora import apply_lora
+
+        if checkpointing:
+            model.enable_input_require_grads()
+        model = apply_lora(model, r=8, alpha=16, dropout=0.05, target_modules=None)
     step_twice(model, batch, length, spec["vocab_size"])
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"measured": after - before, "params": sum(p.numel() for p in model.parameters())}))
+    print(json.dumps({"measured": after - before, "params": sum(p.numel() for p in model.parameters() if p.requires_grad or method == "full")}))
 
 
 if __name__ == "__main__":
