@@ -8,11 +8,12 @@ Why 15%: the plan counts tensors (weights, gradients, AdamW moments, saved activ
 gradients, the optimizer's per-tensor temporaries); RSS also holds what no tensor count sees: allocator
 bookkeeping and page rounding of each tensor, thread-local buffers of the kernels and autograd's graph nodes.
 Those grow with the number of tensors, not their size; measured / planned was 0.95-1.07 at these sizes on this
-machine (the plan errs high: it keeps the loss's transients and the last layer's activations at their largest
-together). 15% is the issue's bar for a plan a user may trust, and leaves room for other CPUs' kernels choosing
-other workspaces. Sizes (7M-42M parameters, 256-512 tokens per sequence; full with and without gradient checkpointing, LoRA)
-keep weights and activations both large against that noise, with activations 20-40% of the total so that their
-accounting is tested too.
+machine (full fine-tuning a little under 1: the plan holds the loss's transients and the first layer's activations
+at their largest together; LoRA a little over 1, its many small adapter tensors being where the uncounted overhead
+is largest). 15% is the issue's bar for a plan a user may trust, and leaves room for other CPUs' kernels choosing
+other workspaces. Sizes (7M-42M parameters, 256-512 tokens per sequence; full with and without gradient
+checkpointing, LoRA) keep weights and activations both large against that noise, with activations 20-40% of the
+total so that their accounting is tested too.
 """
 
 from __future__ import annotations
