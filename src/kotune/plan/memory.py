@@ -138,7 +138,7 @@ def estimate(job: Job, engine: str = "single", gpus: int = 1) -> Estimate | None
             c["gradients"] = 4 * t
             c["optimizer"] = 8 * t
             if bf16:
-                c["autocast copies"] = 2 * (m.layer_linear * m.layers + m.head)
+                c["autocast copies"] = 2 * (m.layer_linear * m.layers + (m.head if job.lm_head else 0))
             if engine == "ddp":
                 c["DDP buckets"] = 4 * t
         elif engine == "zero2":
