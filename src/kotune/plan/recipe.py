@@ -21,9 +21,13 @@ class PlannedStage:
 
 def recipe_stage(path: str) -> str:
     """The stage a recipe is for, from its first line (`# kotune sft recipes/...`)."""
-    first = Path(path).read_text(encoding="utf-8").split("\n", 1)[0].split()
-    if len(first) >= 3 and first[:2] == ["#", "kotune"] and first[2] in (*PLANNABLE, "pipeline"):
-        return first[2]
+    import re
+
+    first = Path(path).read_text(encoding="utf-8").split("\n", 1)[0]
+    # The line may chain commands (`# kotune tokenizer train ... && kotune pretrain ...`): the training one counts.
+    found = re.findall(r"\bkotune (" + "|".join((*PLANNABLE, "pipeline")) + r")\b", first) if first.startswith("#") else []
+    if found:
+        return found[-1]
     raise ValueError(f"{path}:1: the first line must name the recipe's command (# kotune sft|pretrain|reward|dpo|ppo|"
                      f"pipeline ...), as every shipped recipe's does")
 

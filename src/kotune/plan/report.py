@@ -90,7 +90,9 @@ def render(plan: dict) -> str:
                   key=lambda k: min(list(plan["engines"][e]["components_gib"]).index(k) if k in
                                     plan["engines"][e]["components_gib"] else 99 for e in engines))
     width = max(len(r) for r in [*rows, "peak without checkpointing", "host RAM/process at load, first only"]) + 2
-    lines = [f"{plan['title']}: {plan['model']} ({plan['parameters'] / 1e9:.2f}B parameters)",
+    count = plan["parameters"]
+    size = f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
+    lines = [f"{plan['title']}: {plan['model']} ({size} parameters)",
              f"  {plan['setting']}" + (f"; {plan['note']}" if plan["note"] else ""),
              "  GiB per GPU".ljust(width + 2) + "".join(h.rjust(11) for h in heads)]
 

@@ -117,3 +117,19 @@ def test_plan_help_does_not_import_torch():
     code = "import sys; from kotune.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_pretraining_from_init_takes_the_vocabulary_of_its_tokenizer(tiny_neox, capsys):
+    # tiny_ko.yaml's first line chains `kotune tokenizer train ... && kotune pretrain ...`: pretrain is planned.
+    recipe = str(REPO / "recipes/pretrain/tiny_ko.yaml")
+    assert main(["plan", recipe, f"tokenizer={tiny_neox}", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)[0]
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(tiny_neox))
+    hidden, layers = 128, 2  # the recipe's init section
+    assert plan["title"].startswith("pretrain") and "16 x 256 tokens" in plan["setting"]
+    embeddings = 2 * vocab * hidden  # untied input and output embeddings
+    assert plan["parameters"] > embeddings and plan["parameters"] < embeddings + layers * 13 * hidden**2
+    assert main(["plan", recipe, "tokenizer=runs/no-such-tokenizer"]) == 1
+    assert "tokenizer: folder runs/no-such-tokenizer does not exist" in capsys.readouterr().err
