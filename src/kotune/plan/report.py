@@ -74,10 +74,16 @@ def plan_stage(stage: PlannedStage, gpus: int, gpu_memory: float) -> dict:
             "components_gib": {k: v / GIB for k, v in est.components.items()}, "peak_gib": est.peak / GIB,
             ("peak_without_checkpointing_gib" if job.checkpointing else "peak_with_checkpointing_gib"): other.peak / GIB,
             "host_load_gib": {k: v / GIB for k, v in est.host_load.items()}}
+    methods = {}
+    for method in ("full", "lora", "qlora"):
+        if method != job.method and not (job.single_device and method == "qlora"):
+            peaks = {e: estimate(with_changes(job, method=method), e, gpus) for e in ENGINES}
+            methods[method] = {e: None if est is None else est.peak / GIB for e, est in peaks.items()}
     fits = [e for e, _ in fitting(job, gpus, gpu_memory)]
     return {"title": stage.title, "note": stage.note, "model": job.model.name,
             "parameters": job.model.params, "setting": _describe(job), "checkpointing": job.checkpointing, "gpus": gpus, "gpu_memory_gib": gpu_memory,
-            "usable_gib": usable_bytes(gpu_memory) / GIB, "engines": per_engine, "fits_with": fits,
+            "usable_gib": usable_bytes(gpu_memory) / GIB, "engines": per_engine, "peak_gib_with_method": methods,
+            "fits_with": fits,
             "suggestions": [] if fits else suggestions(job, gpus, gpu_memory)}
 
 
@@ -105,6 +111,8 @@ def render(plan: dict) -> str:
     other = "peak_without_checkpointing_gib" if plan["checkpointing"] else "peak_with_checkpointing_gib"
     label = "peak without checkpointing" if plan["checkpointing"] else "peak with checkpointing"
     lines.append(row(label, [plan["engines"][e].get(other) for e in engines]))
+    for method, peaks in plan["peak_gib_with_method"].items():
+        lines.append(row(f"peak with method={method}", [peaks[e] for e in engines]))
     lines.append(row("host RAM/process at load", [plan["engines"][e]["host_load_gib"]["every process"]
                                                   for e in engines]))
     lines.append(row("host RAM/process at load, first only", [plan["engines"][e]["host_load_gib"]
