@@ -207,7 +207,7 @@ def _prefers_safetensors(base: str) -> bool | None:
 
 def receives_weights_by_broadcast() -> bool:
     """FSDP2 with `fsdp_cpu_ram_efficient_loading: true`, on any process but the first: that process alone reads the
-    checkpoint, and accelerate's `prepare` shards the model on the meta device and broadcasts the first process's
+    checkpoint, and accelerate's `prepare` moves the model to the meta device, shards it and broadcasts the first process's
     weights into every shard (`fsdp2_load_full_state_dict`). transformers 5.24's `from_pretrained` still reads the
     full weights on every process there, so the other processes build the model empty instead.
 
@@ -222,14 +222,19 @@ def receives_weights_by_broadcast() -> bool:
 
 
 def _empty_model(base: str, dtype, trust_remote_code: bool, attn_implementation: str | None):
-    """The model of `base` with parameters on the meta device (no memory), its non-persistent buffers (rotary
-    frequencies) computed on the CPU: FSDP neither broadcasts nor shards those, each process keeps its own."""
+    """The model of `base` with uninitialised parameters (accelerate moves them to the meta device before sharding),
+    its non-persistent buffers (rotary frequencies) computed: FSDP neither broadcasts nor shards those, each process
+    keeps its own."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code,
                                                  attn_implementation=attn_implementation)
+    # Uninitialised CPU storage, never written: the pages are not touched, so they cost address space, not RAM.
+    # Meta tensors will not do: accelerate's prepare maps the optimizer's parameters to the sharded ones by
+    # `data_ptr`, which is 0 for every meta tensor (all of them would become one parameter).
+    model.to_empty(device="cpu")
     for module in model.modules():
         persistent = set(module.state_dict(keep_vars=True))
         local = [name for name, _ in module.named_buffers(recurse=False) if name not in persistent]
