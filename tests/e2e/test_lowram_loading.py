@@ -1,5 +1,5 @@
 """Low-RAM loading of a model of 300M+ parameters under FSDP2 (`fsdp_cpu_ram_efficient_loading: true`): only the
-first process reads the checkpoint, the second builds the model on the meta device and receives its shard by
+first process reads the checkpoint, the second builds the model in uninitialised storage and receives its shard by
 broadcast, and two processes still train like one.
 
 Heavy (a 1.2 GB fp32 model, three processes at a time): run it alone, under the machine's heavy-run lock:
