@@ -7,6 +7,7 @@ loads as base model + adapter.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -160,6 +161,8 @@ def load_model(
     if folder.is_dir() and not adapter and not (folder / "config.json").is_file():
         raise FileNotFoundError(f"model: folder {name_or_path} holds no model (no config.json or adapter_config.json)")
     base = adapter_base(name_or_path, base) if adapter else name_or_path
+    if not adapter and not load_in_4bit and receives_weights_by_broadcast():
+        return _empty_model(base, DTYPES[dtype], trust_remote_code, attn_implementation)
     quantized = {}
     if load_in_4bit:
         quantized = {"quantization_config": _nf4_config(DTYPES[dtype]), "device_map": {"": str(device or "cpu")}}
@@ -200,3 +203,44 @@ def _prefers_safetensors(base: str) -> bool | None:
     if p.is_dir():
         return any(p.glob("*.safetensors")) or None
     return None
+
+
+def receives_weights_by_broadcast() -> bool:
+    """FSDP2 with `fsdp_cpu_ram_efficient_loading: true`, on any process but the first: that process alone reads the
+    checkpoint, and accelerate's `prepare` moves the model to the meta device, shards it and broadcasts the first process's
+    weights into every shard (`fsdp2_load_full_state_dict`). transformers 5.24's `from_pretrained` still reads the
+    full weights on every process there, so the other processes build the model empty instead.
+
+    Read from the variables `accelerate launch` sets from the config; ZeRO-3 needs nothing of this kind: with a
+    stage-3 DeepSpeed config selected, transformers builds the model under `deepspeed.zero.Init` (partitioned as it
+    is created) and only the first process copies checkpoint values into it.
+    """
+    def flag(name):
+        return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+
+    return flag("ACCELERATE_USE_FSDP") and flag("FSDP_CPU_RAM_EFFICIENT_LOADING") and int(os.environ.get("RANK", "0")) != 0
+
+
+def _empty_model(base: str, dtype, trust_remote_code: bool, attn_implementation: str | None):
+    """The model of `base` with uninitialised parameters (accelerate moves them to the meta device before sharding),
+    its non-persistent buffers (rotary frequencies) computed: FSDP neither broadcasts nor shards those, each process
+    keeps its own."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                 attn_implementation=attn_implementation)
+    # Uninitialised CPU storage, never written: the pages are not touched, so they cost address space, not RAM.
+    # Meta tensors will not do: accelerate's prepare maps the optimizer's parameters to the sharded ones by
+    # `data_ptr`, which is 0 for every meta tensor (all of them would become one parameter).
+    model.to_empty(device="cpu")
+    for module in model.modules():
+        persistent = set(module.state_dict(keep_vars=True))
+        local = [name for name, _ in module.named_buffers(recurse=False) if name not in persistent]
+        for name in local:
+            buffer = getattr(module, name)
+            module.register_buffer(name, torch.zeros(buffer.shape, dtype=buffer.dtype, device="cpu"), persistent=False)
+        if local:
+            model._init_weights(module)  # transformers' own initialisation recomputes them (e.g. inv_freq)
+    return model

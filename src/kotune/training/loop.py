@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from kotune.common.checkpoint import begin_checkpoint, latest_checkpoint, publish_checkpoint
+from kotune.common.host_memory import peak_rss_bytes
 from kotune.common.losses import IGNORE_INDEX, causal_lm_loss_sum, next_token_targets
 from kotune.common.metrics import MetricsLog, plot_curves
 from kotune.common.run_folder import check_resume_step
@@ -120,7 +121,10 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     # Collected after prepare: FSDP2 replaces parameters with sharded ones.
     params = [p for p in model.parameters() if p.requires_grad]
     if world > 1:  # every process says it is there (a launch that silently started one shows "1 process(es)" below)
-        print(f"process {accelerator.process_index} of {world} ({accelerator.distributed_type.value})", flush=True)
+        # With the peak host memory so far: loading and sharding are done, so it shows what each process held to
+        # load the model (under FSDP2 / ZeRO-3 low-RAM loading only the first process holds the full weights).
+        print(f"process {accelerator.process_index} of {world} ({accelerator.distributed_type.value}), "
+              f"peak host RAM after loading {peak_rss_bytes() / 2**20:,.0f} MiB", flush=True)
 
     start_step = 0
     found = latest_checkpoint(out / "checkpoints") if cfg.resume else None
