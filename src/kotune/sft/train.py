@@ -15,7 +15,8 @@ from kotune.data.tokenize import TokenizedExample, check_trainable, token_stats,
 from kotune.models.load import load_model, pin_adapter_base, stage_tokenizer
 from kotune.models.lora import apply_lora
 from kotune.sft.config import SFTConfig
-from kotune.training.attention import plan_attention
+from kotune.training.attention import check_trainable as check_attention
+from kotune.training.attention import flex_trainable, plan_attention, use_attention
 from kotune.training.config import frozen_dtype, resolve_precision
 from kotune.training.distributed import make_accelerator
 from kotune.training.loop import save_outputs, train_loop
@@ -82,12 +83,12 @@ class SupervisedData:
         return pack_batch(pairs) if self.packed else pad_batch(pairs, self.pad_id)
 
 
-def build_model(cfg: SFTConfig, device=None, attn_implementation: str | None = None):
-    """The model to train, with `attn_implementation` (else `train.attn_implementation`). Full fine-tuning keeps
-    fp32 weights (the optimizer's master copy; autocast computes in bf16 on GPUs). LoRA's frozen base is held in the compute precision instead (bf16 on GPUs: half of fp32's
+def build_model(cfg: SFTConfig, device=None):
+    """The model to train. Full fine-tuning keeps fp32 weights (the optimizer's master copy; autocast computes in
+    bf16 on GPUs). LoRA's frozen base is held in the compute precision instead (bf16 on GPUs: half of fp32's
     memory; PEFT keeps the adapters in fp32), QLoRA's in 4-bit NF4."""
     frozen = frozen_dtype(resolve_precision(cfg.train.precision))
-    common = {"trust_remote_code": cfg.trust_remote_code, "attn_implementation": attn_implementation or cfg.train.attn_implementation}
+    common = {"trust_remote_code": cfg.trust_remote_code, "attn_implementation": cfg.train.attn_implementation}
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -124,10 +125,14 @@ def run(cfg: SFTConfig, log=print) -> Path:
     template = install_template(tokenizer, cfg.data.template)
     say(f"template: {template}")
     examples, report = prepare_examples(cfg, tokenizer, say)
-    # Decided before loading: padding-free batches want a kernel that skips the blocks between packed sequences.
-    batching, attention = plan_attention(cfg.train.batching, cfg.train.attn_implementation, accelerator.device.type)
-    say(f"batching: {batching}, attention: {attention or 'transformers default (sdpa)'}")
-    model = build_model(cfg, accelerator.device, attn_implementation=attention)
+    device = accelerator.device.type
+    check_attention(cfg.train.attn_implementation, device)  # before loading: a kernel that cannot train here
+    model = build_model(cfg, accelerator.device)
+    # Padding-free batches want a kernel that skips the blocks between packed sequences (kotune.training.attention).
+    batching, attention = plan_attention(cfg.train.batching, cfg.train.attn_implementation, device,
+                                         flex_ok=flex_trainable(model))
+    use_attention(model, attention)
+    say(f"batching: {batching}, attention: {model.config._attn_implementation}")
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
         report = {**report, "template": template, "batching": batching,

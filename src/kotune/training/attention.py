@@ -1,4 +1,4 @@
-"""Which attention kernel and which batching a training run uses, decided once before the model loads.
+"""Which attention kernel and which batching a training run uses, decided once when the model is loaded.
 
 Packed (padding-free) rows hold several sequences kept apart by `position_ids` that restart at 0. transformers
 turns those into a mask of separate documents for every kernel, so packing is exact with any of them, but only
@@ -30,13 +30,20 @@ def has_flash_attn() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def packed_attention(device_type: str, flash_attn: bool | None = None) -> str:
+def flex_trainable(model) -> bool:
+    """Whether transformers can train `model` (or the model inside a PEFT wrapper) with flex_attention: its class
+    must support it, and it refuses attention dropout ("`flex_attention` does not support `dropout`")."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "_supports_flex_attn", False)) and not getattr(base.config, "attention_dropout", 0.0)
+
+
+def packed_attention(device_type: str, flash_attn: bool | None = None, flex_ok: bool = True) -> str:
     """The fastest exact attention for packed rows on `device_type`: flash-attention where installed on CUDA,
-    else flex_attention where it can train, else sdpa (dense packed mask)."""
+    else flex_attention where it can train (and the model takes it), else sdpa (dense packed mask)."""
     flash_attn = has_flash_attn() if flash_attn is None else flash_attn
     if device_type == "cuda" and flash_attn:
         return "flash_attention_2"
-    if device_type in TRAINS_ON["flex_attention"]:
+    if flex_ok and device_type in TRAINS_ON["flex_attention"]:
         return "flex_attention"
     return "sdpa"
 
@@ -50,8 +57,8 @@ def check_trainable(attention: str | None, device_type: str) -> None:
         )
 
 
-def plan_attention(batching: str, attention: str | None, device_type: str,
-                   flash_attn: bool | None = None) -> tuple[str, str | None]:
+def plan_attention(batching: str, attention: str | None, device_type: str, flash_attn: bool | None = None,
+                   flex_ok: bool = True) -> tuple[str, str | None]:
     """`(batching, attn_implementation)` for a run.
 
     Args:
@@ -59,14 +66,15 @@ def plan_attention(batching: str, attention: str | None, device_type: str,
         attention: `train.attn_implementation` as the user set it (None: unset).
         device_type: the training device's type ("cpu", "cuda", ...).
         flash_attn: whether flash-attn is installed (None: look).
+        flex_ok: whether the model can train with flex_attention (`flex_trainable`).
 
     Returns:
-        The batching to use (padded | padding_free) and the attention to load the model with (None lets
-        transformers choose, sdpa where it can). A set attention is kept; `auto` then packs only if that kernel
+        The batching to use (padded | padding_free) and the attention to run the model with (None: as loaded,
+        transformers' default, sdpa where it can). A set attention is kept; `auto` then packs only if that kernel
         skips the blocks between sequences on this device.
     """
     check_trainable(attention, device_type)
-    fastest = packed_attention(device_type, flash_attn)
+    fastest = packed_attention(device_type, flash_attn, flex_ok)
     if batching == "padded":
         return "padded", attention
     if batching == "padding_free":
@@ -78,11 +86,20 @@ def plan_attention(batching: str, attention: str | None, device_type: str,
     return "padded", attention
 
 
-def packed_only_attention(attention: str | None, device_type: str, flash_attn: bool | None = None) -> str | None:
+def packed_only_attention(attention: str | None, device_type: str, flash_attn: bool | None = None,
+                          flex_ok: bool = True) -> str | None:
     """The attention for a stage whose rows are always packed (pre-training blocks): the set one, else the fastest
     exact one for packed rows on this device (None where that is transformers' own default, sdpa)."""
     check_trainable(attention, device_type)
     if attention:
         return attention
-    fastest = packed_attention(device_type, flash_attn)
+    fastest = packed_attention(device_type, flash_attn, flex_ok)
     return None if fastest == "sdpa" else fastest
+
+
+def use_attention(model, attention: str | None) -> None:
+    """Switch a loaded model (or the model inside a PEFT wrapper) to `attention` where it runs another one
+    (transformers' `set_attn_implementation`); None keeps what it loaded with."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if attention and attention != base.config._attn_implementation:
+        base.set_attn_implementation(attention)

@@ -8,7 +8,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from kotune.data.collate import pack_batch
-from kotune.training.attention import SPARSE_PACKED, packed_attention, packed_only_attention, plan_attention
+from kotune.training.attention import (
+    SPARSE_PACKED, flex_trainable, packed_attention, packed_only_attention, plan_attention, use_attention,
+)
 
 # float64 round-off: unit roundoff 2^-53; a forward pass of a tiny model is a few hundred sums of at most 2^9 terms
 # (Higham's pairwise bound: ~10 u per sum, relative to the sum of |terms|), so packed and alone agree to well under
@@ -41,7 +43,10 @@ def _logits(model, sequences, attention: str, positions=None):
 # float32 even in a float64 model, so it agrees only to float32 round-off.
 @pytest.mark.parametrize("attention", ["sdpa", "flex_attention"])
 def test_packed_row_equals_each_sequence_alone(tiny_models, arch, attention):
-    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], attn_implementation=attention, dtype=torch.float64).eval()
+    # Loaded with transformers' default and switched, as the training stages do.
+    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], dtype=torch.float64).eval()
+    use_attention(model, attention)
+    assert model.config._attn_implementation == attention
     sequences = _sequences(model.config.vocab_size)
     row, alone = _logits(model, sequences, attention)
     scale = max(a.abs().max().item() for a in alone)
@@ -111,6 +116,17 @@ def test_padding_free_and_pretraining_get_the_fastest_exact_kernel(device, flash
         ("padding_free", expected) if expected in SPARSE_PACKED else ("padded", None))
     assert packed_only_attention(None, device, flash_attn=flash) == (None if expected == "sdpa" else expected)
     assert packed_only_attention("eager", device, flash_attn=flash) == "eager"
+
+
+def test_flex_only_for_models_that_take_it(tiny_llama):
+    from kotune.models.lora import apply_lora
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    assert flex_trainable(model) and flex_trainable(apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules=None))
+    model.config.attention_dropout = 0.1  # transformers' flex_attention refuses attention dropout
+    assert not flex_trainable(model)
+    assert plan_attention("auto", None, "cuda", flash_attn=False, flex_ok=False) == ("padded", None)
+    assert plan_attention("padding_free", None, "cuda", flash_attn=False, flex_ok=False) == ("padding_free", "sdpa")
 
 
 # --------------------------------------------------------------------------------------------- in a run
