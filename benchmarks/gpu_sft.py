@@ -115,7 +115,8 @@ def run_kotune(job: st.Job, workdir: Path, *, batching: str, compile: bool = Fal
     chosen = json.loads((out / "data_report.json").read_text())
     return {"step_end_s": [r["elapsed_s"] for r in rows], "step_tokens": [r["trained_tokens"] for r in rows],
             "losses": [r["loss"] for r in rows], "peak_gib": _peak_gib(),
-            "notes": [f"kotune: train.batching={batching} ({chosen['batching']}, attention {chosen['attention']}), precision auto{', train.compile=true' if compile else ''}"]}
+            "notes": [f"kotune: train.batching={batching} ({chosen['batching']}, attention {chosen['attention']}), "
+                      f"precision auto{', train.compile=true' if compile else ''}"]}
 
 
 def _peak_gib() -> float | None:

@@ -1,4 +1,4 @@
-"""SFT throughput: kotune against TRL's SFTTrainer at its defaults, a plain PyTorch loop, and its own padding-free batches.
+"""SFT throughput: kotune against TRL's SFTTrainer at its defaults, a plain loop, and its own padding-free batches.
 
     .venv/bin/python benchmarks/sft_throughput.py                # ~5 min (1 torch thread per method)
     .venv/bin/python benchmarks/sft_throughput.py --threads 0    # torch's default: one thread per core

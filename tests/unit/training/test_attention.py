@@ -59,7 +59,8 @@ def test_packed_row_equals_each_sequence_alone(tiny_models, arch, attention):
     targets = packed["labels"][0, 1:]
     keep = targets != -100
     packed_loss = torch.nn.functional.cross_entropy(row[:-1][keep], targets[keep], reduction="sum")
-    alone_loss = sum(torch.nn.functional.cross_entropy(a[:-1], torch.tensor(s[1:], dtype=torch.long), reduction="sum") for s, a in zip(sequences, alone))
+    alone_loss = sum(torch.nn.functional.cross_entropy(a[:-1], torch.tensor(s[1:], dtype=torch.long), reduction="sum")
+                     for s, a in zip(sequences, alone))
     assert abs(packed_loss.item() - alone_loss.item()) <= EXACT * abs(alone_loss.item())
 
 
