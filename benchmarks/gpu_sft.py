@@ -114,7 +114,8 @@ def run_kotune(job: st.Job, workdir: Path, *, batching: str, compile: bool = Fal
     rows = read_metrics(out / "metrics.jsonl")
     chosen = json.loads((out / "data_report.json").read_text())
     return {"step_end_s": [r["elapsed_s"] for r in rows], "step_tokens": [r["trained_tokens"] for r in rows],
-            "losses": [r["loss"] for r in rows], "peak_gib": _peak_gib(),
+            "losses": [r["loss"] for r in rows], "peak_gib": _peak_gib(), "batching": chosen["batching"],
+            "attention": chosen["attention"],
             "notes": [f"kotune: train.batching={batching} ({chosen['batching']}, attention {chosen['attention']}), "
                       f"precision auto{', train.compile=true' if compile else ''}"]}
 
@@ -173,6 +174,13 @@ def report(runs: dict, model: dict, data: dict, device: str, peak: float | None,
     ratio = rate[best] / rate["trl"]
     lines.append(f"- {NAMES[best]} / TRL: {ratio:.2f}x (target >= {TARGET_VS_TRL}x): "
                  f"{'PASS' if ratio >= TARGET_VS_TRL else 'FAIL'}")
+    auto = runs["kotune"]
+    if auto["batching"] == "padded":
+        lines.append(f"- auto chose padded batches ({auto['attention']}): both kotune rows pad")
+    else:  # issue 15: auto never packs where packing is slower
+        packing = rate["kotune"] / rate["kotune_padded"]
+        lines.append(f"- auto's padding-free ({auto['attention']}) / padded: {packing:.2f}x (auto must choose the "
+                     f"faster, >= 1.0x): {'PASS' if packing >= 1.0 else 'FAIL: auto should pad on this GPU'}")
     lines += ["", "notes:"] + [f"- {n}" for m in runs for n in runs[m]["notes"]]
     return "\n".join(lines)
 
