@@ -1,6 +1,6 @@
-"""SFT throughput: kotune against TRL's SFTTrainer at its defaults and against a plain PyTorch loop.
+"""SFT throughput: kotune against TRL's SFTTrainer at its defaults, a plain loop, and its own padding-free batches.
 
-    .venv/bin/python benchmarks/sft_throughput.py                # ~3 min (1 torch thread per method)
+    .venv/bin/python benchmarks/sft_throughput.py                # ~5 min (1 torch thread per method)
     .venv/bin/python benchmarks/sft_throughput.py --threads 0    # torch's default: one thread per core
     .venv/bin/python benchmarks/sft_throughput.py --quick        # smoke test, ~1 min
 
@@ -14,12 +14,16 @@ method trains on the reply + EOS tokens alone, and counts those ("supervised tok
 - plain loop: Alpaca's reference recipe by hand: kotune's tokenized examples, the same examples per step as
   kotune, micro-batches padded to their longest (`pad_sequence`), `model(..., labels=...)` with transformers'
   loss normalised over the global batch (`num_items_in_batch`), AdamW, clipping, cosine schedule.
+- kotune, padding-free: the same run with `train.batching=padding_free` (one packed row per micro-batch, with the
+  attention kotune picks for packed rows on this device: flash-attention or flex_attention on CUDA, sdpa's dense
+  packed mask on CPU, where flex_attention has no backward). The report checks that `batching: auto` chose the
+  faster of the two here.
 - TRL: `trl.SFTTrainer` with `trl.SFTConfig` at its defaults (bf16 autocast and gradient checkpointing on),
   setting only what makes it the same job (listed in the printed notes), on a prompt/completion dataset
   rendered with the same template, so it trains on completions only.
 
 Each method runs in its own process (accelerate keeps process-wide state; a fresh process gives every method
-the same start), in turn: kotune, plain loop, TRL, then kotune and plain loop again, for `--rounds` rounds (TRL
+the same start), in turn: kotune, plain loop, padding-free, TRL, then the first three again, for `--rounds` rounds (TRL
 only in the first `--trl-rounds`: it is several times slower, so its noise cannot flip its verdict). Only
 training steps are timed, from the end of step 1 to the end of the last step (model load, tokenization, step 1's
 warm-up and the final save are left out), the same way for all three. A method run several times sees the same
@@ -51,7 +55,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "samples" / "koalpaca_v1.0.sample.json"
-METHODS = ("kotune", "plain", "trl")
+METHODS = ("kotune", "plain", "padding_free", "trl")
+EVERY_ROUND = METHODS[:3]  # TRL only in the first --trl-rounds
 TARGETS = {"trl": 2.5, "plain": 0.9}  # kotune tokens/s must be at least this times the peer's
 
 
@@ -97,7 +102,7 @@ def load_job(workdir: Path) -> Job:
     return Job(**json.loads((workdir / "job.json").read_text()))
 
 
-def kotune_config(job: Job, output_dir: Path):
+def kotune_config(job: Job, output_dir: Path, batching: str = "auto"):
     from kotune.sft.config import DataConfig, SFTConfig, TrainConfig
 
     return SFTConfig(
@@ -107,7 +112,7 @@ def kotune_config(job: Job, output_dir: Path):
         train=TrainConfig(
             epochs=1.0, max_steps=job.steps, learning_rate=job.learning_rate, lr_scheduler=job.lr_scheduler,
             warmup_ratio=0.0, weight_decay=0.0, global_batch_size=job.global_batch, micro_batch_size=job.micro_batch,
-            max_grad_norm=job.max_grad_norm, seed=job.seed, precision="fp32",
+            max_grad_norm=job.max_grad_norm, seed=job.seed, precision="fp32", batching=batching,
         ),
     )
 
@@ -130,7 +135,7 @@ def tokenizer_and_examples(job: Job):
 # of every optimizer step (any origin), the supervised tokens of that step, and its loss.
 
 
-def run_kotune(job: Job, workdir: Path) -> dict:
+def run_kotune(job: Job, workdir: Path, batching: str = "auto") -> dict:
     import tqdm.auto
 
     from kotune.common.metrics import read_metrics
@@ -146,15 +151,18 @@ def run_kotune(job: Job, workdir: Path) -> dict:
             return super().update(n)
 
     tqdm.auto.tqdm = StepClock  # run() imports it when called
-    out = run(kotune_config(job, workdir / "kotune-out"), log=lambda *_: None)
+    out = run(kotune_config(job, workdir / "kotune-out", batching), log=lambda *_: None)
     rows = read_metrics(out / "metrics.jsonl")
+    chosen = json.loads((out / "data_report.json").read_text())
     return {
+        "batching": chosen["batching"], "attention": chosen["attention"],
         "step_end_s": [r["elapsed_s"] for r in rows],
         "step_end_cpu_s": cpu,
         "step_tokens": [r["trained_tokens"] for r in rows],
         "losses": [r["loss"] for r in rows],
-        "notes": [("kotune: `kotune.sft.train.run` with its defaults beyond the job (padded micro-batches sorted by "
-                   "length, LM head only at positions that predict a trained token, accelerate on CPU), fp32")],
+        "notes": [(f"kotune (train.batching={batching}): `kotune.sft.train.run` with its defaults beyond the job "
+                   f"({chosen['batching']} batches, attention {chosen['attention']}, LM head only at positions that "
+                   "predict a trained token, accelerate), fp32")],
     }
 
 
@@ -285,7 +293,8 @@ def run_trl(job: Job, workdir: Path) -> dict:
                       f"TRL completion tokens equal kotune's trained tokens for {same}/{len(examples)} examples"]}
 
 
-WORKERS = {"kotune": run_kotune, "plain": run_plain, "trl": run_trl}
+WORKERS = {"kotune": run_kotune, "plain": run_plain, "trl": run_trl,
+           "padding_free": lambda job, workdir: run_kotune(job, workdir, "padding_free")}
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -347,8 +356,27 @@ def report(runs: dict[str, list[dict]], job: Job, args) -> str:
     diff = max(abs(a - b) for a, b in zip(runs["kotune"][0]["losses"], runs["plain"][0]["losses"]))
     lines.append(f"- kotune and the plain loop train on the same examples at every step: largest per-step loss "
                  f"difference {diff:.4f}; TRL draws its own order (and trains in bf16), so compare its first and last means")
+    lines += batching_verdict(runs, clock)
     lines += ["", "notes:"] + [f"- {n}" for m in METHODS if runs[m] for n in runs[m][0]["notes"]]
     return "\n".join(lines)
+
+
+def batching_verdict(runs: dict[str, list[dict]], clock: str) -> list[str]:
+    """kotune's `batching: auto` against padding-free on this machine: auto must have chosen the faster."""
+    auto, packed = runs["kotune"], runs["padding_free"]
+    if not packed:
+        return []
+    n = min(len(auto), len(packed))  # as many runs of each, so neither gets more chances at a quiet moment
+    ratio = tokens_per_s(auto[:n], clock) / tokens_per_s(packed[:n], clock)
+    chose = auto[0]["batching"]
+    if chose == "padding_free":  # both rows packed: the comparison with padded batches is gpu_sft.py's
+        return [f"- auto chose padding_free ({auto[0]['attention']}): both kotune rows ran packed ({ratio:.2f}x)"]
+    verdict = "PASS" if ratio >= 1.0 else "FAIL: padding-free is faster here, auto should pack"
+    diff = max(abs(a - b) for a, b in zip(auto[0]["losses"], packed[0]["losses"]))
+    return [f"- padded (auto's choice, {auto[0]['attention']}) / padding-free ({packed[0]['attention']}): "
+            f"{ratio:.2f}x (auto must choose the faster, >= 1.0x): {verdict}",
+            f"- padded and padding-free train on the same examples at every step: largest per-step loss difference "
+            f"{diff:.2g} (packing is exact)"]
 
 
 def _threads() -> int:
@@ -360,7 +388,8 @@ def _threads() -> int:
 # --------------------------------------------------------------------------------------------- main
 
 
-NAMES = {"kotune": "kotune", "plain": "plain PyTorch loop", "trl": "TRL SFTTrainer (defaults)"}
+NAMES = {"kotune": "kotune", "plain": "plain PyTorch loop", "trl": "TRL SFTTrainer (defaults)",
+         "padding_free": "kotune, batching=padding_free"}
 
 
 def run_worker(method: str, workdir: Path, tag: str, threads: int | None) -> dict:
@@ -420,7 +449,7 @@ def main(argv=None) -> None:
     print(f"workdir {workdir}; model and data ready in {time.perf_counter() - started:.0f}s", flush=True)
     runs: dict[str, list[dict]] = {m: [] for m in METHODS}
     for i in range(args.rounds):
-        for method in METHODS if i < args.trl_rounds else METHODS[:2]:
+        for method in METHODS if i < args.trl_rounds else EVERY_ROUND:
             t = time.perf_counter()
             runs[method].append(run_worker(method, workdir, f"{method}-{i + 1}", args.threads))
             print(f"round {i + 1}: {method:6s} {tokens_per_s(runs[method][-1:], args.clock):8,.0f} supervised tokens/s "

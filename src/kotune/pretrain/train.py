@@ -16,6 +16,8 @@ from kotune.data.corpus import iter_documents
 from kotune.data.token_blocks import TokenBlocks, write_token_files
 from kotune.models.load import load_model, stage_tokenizer
 from kotune.pretrain.config import ModelInitConfig, PretrainConfig
+from kotune.training.attention import check_trainable as check_attention
+from kotune.training.attention import flex_trainable, packed_only_attention, use_attention
 from kotune.training.distributed import make_accelerator
 from kotune.training.loop import save_outputs, train_loop
 from kotune.training.tracking import PROJECT, flat_config
@@ -102,10 +104,15 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     train_blocks = TokenBlocks(out / "tokens" / "train.bin", cfg.data.block_size, tokenizer.eos_token_id, pad)
     eval_blocks = TokenBlocks(out / "tokens" / "eval.bin", cfg.data.block_size, tokenizer.eos_token_id, pad)
 
+    # Blocks are always packed (position_ids restart after every EOS): the kernel that skips the blocks between
+    # documents where the device has one (flash-attention, flex_attention on CUDA), else sdpa's dense packed mask.
+    attention = cfg.train.attn_implementation
+    check_attention(attention, accelerator.device.type)
     if cfg.model:
-        model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.train.attn_implementation)
+        model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, attn_implementation=attention)
     else:
-        model = AutoModelForCausalLM.from_config(build_config(cfg.init, tokenizer), attn_implementation=cfg.train.attn_implementation)
+        model = AutoModelForCausalLM.from_config(build_config(cfg.init, tokenizer), attn_implementation=attention)
+    use_attention(model, packed_only_attention(attention, accelerator.device.type, flex_ok=flex_trainable(model)))
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     n_params = sum(p.numel() for p in model.parameters())

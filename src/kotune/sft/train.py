@@ -15,6 +15,8 @@ from kotune.data.tokenize import TokenizedExample, check_trainable, token_stats,
 from kotune.models.load import load_model, pin_adapter_base, stage_tokenizer
 from kotune.models.lora import apply_lora
 from kotune.sft.config import SFTConfig
+from kotune.training.attention import check_trainable as check_attention
+from kotune.training.attention import flex_trainable, plan_attention, use_attention
 from kotune.training.config import frozen_dtype, resolve_precision
 from kotune.training.distributed import make_accelerator
 from kotune.training.loop import save_outputs, train_loop
@@ -57,13 +59,6 @@ def prepare_examples(cfg: SFTConfig, tokenizer, log=print):
         "stats": {**stats.__dict__, "trained_fraction": stats.trained_fraction},
     }
     return [e for e in examples if e.num_trained > 0], report
-
-
-def _batching(cfg: SFTConfig, model) -> str:
-    if cfg.train.batching != "auto":
-        return cfg.train.batching
-    impl = getattr(model.config, "_attn_implementation", "") or ""
-    return "padding_free" if impl.startswith("flash_attention") else "padded"
 
 
 @dataclass
@@ -130,11 +125,18 @@ def run(cfg: SFTConfig, log=print) -> Path:
     template = install_template(tokenizer, cfg.data.template)
     say(f"template: {template}")
     examples, report = prepare_examples(cfg, tokenizer, say)
+    device = accelerator.device.type
+    check_attention(cfg.train.attn_implementation, device)  # before loading: a kernel that cannot train here
     model = build_model(cfg, accelerator.device)
-    batching = _batching(cfg, model)
+    # Padding-free batches want a kernel that skips the blocks between packed sequences (kotune.training.attention).
+    batching, attention = plan_attention(cfg.train.batching, cfg.train.attn_implementation, device,
+                                         flex_ok=flex_trainable(model))
+    use_attention(model, attention)
+    say(f"batching: {batching}, attention: {model.config._attn_implementation}")
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
-        report = {**report, "template": template, "batching": batching, "method": cfg.method}
+        report = {**report, "template": template, "batching": batching,
+                  "attention": model.config._attn_implementation, "method": cfg.method}
         (out / "data_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
     accelerator.init_trackers(PROJECT, config=flat_config(cfg))  # train.report_to; the first process logs
     data = SupervisedData(examples, tokenizer.pad_token_id, packed=batching == "padding_free")

@@ -61,10 +61,13 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(False, "recompute activations to save memory (slower; for big models on GPU)")
     batching: Literal["auto", "padded", "padding_free"] = opt(
         "auto", "padded: length-sorted padded micro-batches; padding_free: one packed row per micro-batch, kept apart by "
-        "position_ids (exact: flash-attention varlen, or transformers' packed-sequence mask for sdpa/eager); "
-        "auto: padding_free with flash_attention_2, else padded"
+        "position_ids (exact with every kernel; unset attention then picks flash_attention_2 if installed, else "
+        "flex_attention on CUDA, else sdpa); auto: padding_free where the kernel skips the blocks between sequences "
+        "(flash-attention, flex_attention on CUDA), else padded (on CPU sdpa's dense packed mask is slower)"
     )
-    attn_implementation: str | None = opt(None, "sdpa | eager | flash_attention_2; unset lets transformers choose")
+    attn_implementation: str | None = opt(
+        None, "sdpa | eager | flex_attention | flash_attention_2; unset: chosen with `batching` (see there)"
+    )
     compile: bool = opt(False, "torch.compile the model (inductor, dynamic shapes; for GPUs: the first steps compile)")
     log_every: int = opt(1, "write metrics every N optimizer steps")
     save_every: int = opt(0, "save a resumable checkpoint every N steps (0: only at the end)")
