@@ -3,7 +3,7 @@ CPU: LoRA SFT (the 12.8B LoRA recipe) 2 steps at length 256 -> `kotune lora merg
 chat` generating 8 tokens -> `kotune serve` answering one request from the official `openai` client. Each process's
 peak RSS is measured (ru_maxrss from wait4) and held under a bound derived from the parameter count.
 
-Not in the default run (about 8-9 minutes on 2 cores): `pytest -m realsize tests/realsize`, wrapped on shared
+Not in the default run (371 s on 2 cores; peaks 5.4-7.8 GiB against a bound of 8.9): `pytest -m realsize tests/realsize`, wrapped on shared
 machines in `flock /tmp/kotune-heavy.lock`.
 """
 
