@@ -42,11 +42,28 @@ def merge_adapter(adapter_dir: str, out_dir: str, *, trust_remote_code: bool = F
     Args:
         base: the base model folder to merge into, instead of the one the adapter records (a moved base).
     """
-    from kotune.models.load import load_model, load_tokenizer
+    from kotune.models.load import adapter_base, load_model, load_tokenizer, resolve_model_path
 
     model = load_model(adapter_dir, trust_remote_code=trust_remote_code, base=base)
     merged = model.merge_and_unload()
+    # Merge in fp32, save in the dtype the base is stored in: a 1.3B fp16 base (2.7 GB) merged would otherwise be
+    # written as 5.3 GB of fp32, and every later stage would load twice the bytes.
+    stored = _stored_dtype(adapter_base(resolve_model_path(adapter_dir), base), trust_remote_code)
+    if stored is not None:
+        merged.to(stored)
     out = Path(out_dir)
     merged.save_pretrained(out, safe_serialization=True)
     load_tokenizer(adapter_dir, trust_remote_code=trust_remote_code).save_pretrained(out)
     return out
+
+
+def _stored_dtype(base: str, trust_remote_code: bool):
+    """The half-precision dtype a base model's config says its weights are stored in, else None (keep fp32)."""
+    import torch
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if dtype in (torch.float16, torch.bfloat16) else None
