@@ -7,10 +7,9 @@ import threading
 import time
 
 import httpx2 as httpx
+import openai
 import pytest
 from serve_helpers import listening_addresses, make_chat_model, serve
-
-openai = pytest.importorskip("openai")
 
 pytestmark = pytest.mark.slow
 KEY = "sk-e2e-test"
