@@ -1,6 +1,6 @@
 """Convert the KoBEST v1.0 TSV files into the JSONL that `kotune eval kobest` reads.
 
-    .venv/bin/python scripts/convert_kobest.py                       # ../shared/data/kobest/v1.0 -> data/kobest/v1.0
+    .venv/bin/python scripts/convert_kobest.py                       # ../shared/data/kobest/v1.0 -> src/kotune/resources/kobest/v1.0
     .venv/bin/python scripts/convert_kobest.py --src DIR --out DIR
 
 lm-evaluation-harness's kobest tasks read the Hugging Face dataset `skt/kobest_v1`, whose field names and label
@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "kobest" / "v1.0"
-DEFAULT_OUT = REPO / "data" / "kobest" / "v1.0"
+DEFAULT_OUT = REPO / "src" / "kotune" / "resources" / "kobest" / "v1.0"
 
 # hub config name -> TSV folder
 FOLDERS = {"boolq": "BoolQ", "copa": "COPA", "wic": "WiC", "hellaswag": "HellaSwag", "sentineg": "SentiNeg"}

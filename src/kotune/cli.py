@@ -251,7 +251,7 @@ def _eval_commands(sub) -> None:
                         help="score only the first N test documents per task (quick checks; not comparable with published numbers)")
     kobest.add_argument("--batch-size", default="8", help="lm-eval batch size, or auto (default 8)")
     kobest.add_argument("--data-dir", default=None,
-                        help="folder with <task>/{train,validation,test}.jsonl (default: the KoBEST v1.0 shipped in data/kobest)")
+                        help="folder with <task>/{train,validation,test}.jsonl (default: the KoBEST v1.0 shipped with kotune)")
     _eval_common(kobest)
     kobest.set_defaults(handler=lambda a: _import("kotune.eval.kobest.main")(a))
 
@@ -260,7 +260,7 @@ def _eval_commands(sub) -> None:
     gen.add_argument("model", help="model folder, hub id or LoRA adapter folder")
     gen.add_argument("--prompts", default=None,
                      help="prompt file: .jsonl/.json records with prompt or messages, or one prompt per line "
-                          "(default: data/prompts/ko_generation_50.jsonl)")
+                          "(default: the 50 Korean prompts shipped with kotune)")
     gen.add_argument("--max-new-tokens", type=int, default=256, help="token limit per reply (default 256)")
     gen.add_argument("--batch-size", type=int, default=16, help="prompts decoded together (default 16)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, the default")

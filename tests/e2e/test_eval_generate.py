@@ -118,13 +118,6 @@ def test_engine_renders_the_models_own_chat_template(rigged):
         engine.close()
 
 
-def _cli_has_eval() -> bool:
-    from kotune.cli import build_parser
-
-    return "eval" in build_parser()._subparsers._group_actions[0].choices
-
-
-@pytest.mark.skipif(not _cli_has_eval(), reason="`kotune eval` is not wired into kotune/cli.py yet")
 def test_cli_generate(rigged, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("안녕?\n오늘 날씨 어때?\n", encoding="utf-8")

@@ -117,13 +117,6 @@ def test_adapter_against_its_base_writes_tables_and_report(tiny_neox, tmp_path):
     assert (out / "kobest.png").stat().st_size > 5000
 
 
-def _cli_has_eval() -> bool:
-    from kotune.cli import build_parser
-
-    return "eval" in build_parser()._subparsers._group_actions[0].choices
-
-
-@pytest.mark.skipif(not _cli_has_eval(), reason="`kotune eval` is not wired into kotune/cli.py yet")
 def test_cli_kobest(tiny_neox, tmp_path):
     out = tmp_path / "eval"
     result = subprocess.run([sys.executable, "-m", "kotune.cli", "eval", "kobest", str(tiny_neox), "--tasks", "copa",

@@ -7,10 +7,9 @@ import threading
 import time
 
 import httpx2 as httpx
+import openai
 import pytest
 from serve_helpers import listening_addresses, make_chat_model, serve
-
-openai = pytest.importorskip("openai")
 
 pytestmark = pytest.mark.slow
 KEY = "sk-e2e-test"
@@ -90,6 +89,16 @@ def wait_for(predicate, timeout: float = 10):
         time.sleep(0.05)
 
 
+def assert_one_generation_cancelled(server, before: dict) -> None:
+    """Since the `before` stats, one generation was cancelled (not completed) by its client's disconnect."""
+    wait_for(lambda: server.stats()["running"] == 0, timeout=5)
+    after = server.stats()
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["completed"] == before["completed"]
+    assert after["requests"]["disconnected"] == before["requests"]["disconnected"] + 1
+    assert after["requests"]["active"] == 0
+
+
 def test_client_disconnect_stops_its_generation(server):
     before = server.stats()
     with long_stream(server) as response:
@@ -97,12 +106,7 @@ def test_client_disconnect_stops_its_generation(server):
         assert next(lines).startswith("data: ")
         wait_for(lambda: server.stats()["running"] == 1)
     # leaving the block closed the connection after a few tokens of 2000
-    wait_for(lambda: server.stats()["running"] == 0, timeout=5)
-    after = server.stats()
-    assert after["cancelled"] == before["cancelled"] + 1
-    assert after["completed"] == before["completed"]
-    assert after["requests"]["disconnected"] == before["requests"]["disconnected"] + 1
-    assert after["requests"]["active"] == 0
+    assert_one_generation_cancelled(server, before)
 
 
 def test_client_that_gives_up_on_a_whole_reply_stops_its_generation(server):
@@ -111,12 +115,7 @@ def test_client_that_gives_up_on_a_whole_reply_stops_its_generation(server):
             "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):  # the client hangs up after 0.5 s, long before 2000 tokens
         httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=auth(), timeout=0.5)
-    wait_for(lambda: server.stats()["running"] == 0, timeout=5)
-    after = server.stats()
-    assert after["cancelled"] == before["cancelled"] + 1
-    assert after["completed"] == before["completed"]
-    assert after["requests"]["disconnected"] == before["requests"]["disconnected"] + 1
-    assert after["requests"]["active"] == 0
+    assert_one_generation_cancelled(server, before)
 
 
 def read_until_closed(response) -> None:

@@ -12,8 +12,10 @@ from serve_helpers import make_chat_model, serve
 
 pytestmark = pytest.mark.slow
 KEY = "sk-browser-test"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-INSTALL = "install it with: apt-get install -y chromium chromium-driver (and pip install selenium)"
+# Debian names the browser chromium, Ubuntu's and older packages chromium-browser.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+INSTALL = "install it with: apt-get install -y chromium chromium-driver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -43,8 +45,12 @@ def server(tiny_llama, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(f"chromium or chromedriver not found; {INSTALL}")
-    webdriver = pytest.importorskip("selenium.webdriver", reason=f"selenium is not installed; {INSTALL}")
+        # In CI the page must be tested: a missing browser fails there; elsewhere it is a skip that says what to do.
+        missing = f"chromium (or chromium-browser) or chromedriver not found on PATH; {INSTALL}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {missing}", pytrace=False)
+        pytest.skip(missing)
+    from selenium import webdriver  # a declared dev dependency: no skip when it is missing
     from selenium.webdriver.chrome.service import Service
 
     os.environ["SE_OFFLINE"] = "true"  # selenium must never try to download a driver or browser

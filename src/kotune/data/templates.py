@@ -3,7 +3,7 @@ and `apply_chat_template` at serving time renders the same text, byte for byte.
 
 Built-in templates:
 - `koalpaca`: the bilingual KoAlpaca template of Polyglot-12.8b-KoAlpaca-SFT.md (with-input and no-input
-  variants). The seed writes it as Python triple-quoted strings whose lines end in a `\\n` escape, so every
+  variants). KoAlpaca-Polyglot's training code writes it as Python triple-quoted strings whose lines end in a `\\n` escape, so every
   section is followed by three newlines; we keep that exactly and drop only the Markdown indentation.
 - `koalpaca_v1.1`: KoAlpaca v1.1's `### 질문:` / `### 답변:` form.
 - `ko_chat`: a Korean multi-turn chat template (`### 사용자:` / `### 어시스턴트:`).
@@ -25,7 +25,7 @@ KOALPACA_PREAMBLE_NO_INPUT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
     "아래는 작업을 설명하는 명령어입니다. 명령어에 따른 요청을 적절히 완료하는 응답을 작성하세요.\n\n\n"
 )
-# The seed's PROMPT_TEMPLATE, for tests and for users who format prompts by hand.
+# KoAlpaca-Polyglot's PROMPT_TEMPLATE, for tests and for users who format prompts by hand.
 KOALPACA_PROMPT_INPUT = (
     KOALPACA_PREAMBLE_INPUT + "### Instruction(명령어):\n{instruction}\n\n\n### Input(입력):\n{input}\n\n\n### Response(응답):\n"
 )

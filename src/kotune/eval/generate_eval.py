@@ -30,8 +30,9 @@ from kotune.eval.runs import (
     unique_labels,
     write_json,
 )
+from kotune.resources import resource_path
 
-DEFAULT_PROMPTS = Path(__file__).resolve().parents[3] / "data" / "prompts" / "ko_generation_50.jsonl"
+DEFAULT_PROMPTS = resource_path("prompts", "ko_generation_50.jsonl")
 ROLES = ("system", "user", "assistant")
 
 GenerateFn = Callable[[list[list[dict]], int], list[tuple[str, bool, int]]]

@@ -3,7 +3,7 @@
 lm-eval is the engine (prompts, log-likelihood scoring, metrics); kotune supplies what it cannot get offline and
 what people want to see:
 - the task definitions in `kobest_tasks/`: lm-eval's own kobest YAMLs with two changes, local data (the KoBEST
-  v1.0 files shipped in data/kobest/, in the hub's fields) and an f1 entry that does not call the Hub;
+  v1.0 files shipped in kotune/resources/kobest/, in the hub's fields) and an f1 entry that does not call the Hub;
 - any model kotune can load (model folder, hub id, LoRA adapter folder), handed to lm-eval's HFLM as an object;
 - a table per shot count: acc and macro-F1 per task (acc_norm for HellaSwag) and their average, next to
   published reference numbers and to `--baseline` models, in report.md with a chart.
@@ -29,11 +29,12 @@ from kotune.eval.runs import (
     unique_labels,
     write_json,
 )
+from kotune.resources import resource_path
 
 TASKS = ("boolq", "copa", "wic", "hellaswag", "sentineg")
 TASK_TITLES = {"boolq": "BoolQ", "copa": "COPA", "wic": "WiC", "hellaswag": "HellaSwag", "sentineg": "SentiNeg"}
 TASKS_DIR = Path(__file__).resolve().parent / "kobest_tasks"
-DATA_DIR = Path(__file__).resolve().parents[3] / "data" / "kobest" / "v1.0"
+DATA_DIR = resource_path("kobest", "v1.0")
 SPLITS = ("train", "validation", "test")
 
 
@@ -148,7 +149,7 @@ def task_configs(tasks: Sequence[str], data_dir: str | Path = DATA_DIR) -> list[
         if missing:
             raise FileNotFoundError(
                 f"KoBEST data missing: {', '.join(missing)}; point --data-dir at a folder with "
-                f"<task>/<split>.jsonl, or rebuild data/kobest with scripts/convert_kobest.py"
+                f"<task>/<split>.jsonl, or rebuild src/kotune/resources/kobest with scripts/convert_kobest.py"
             )
         cfg["dataset_kwargs"] = {**cfg["dataset_kwargs"], "data_files": {s: str(p) for s, p in files.items()}}
         configs.append(cfg)

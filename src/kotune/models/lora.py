@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Attention projections per architecture, as the seeds and PEFT's own defaults use them.
+# Attention projections per architecture, as the origin projects (KoAlpaca, chatKoAlpaca) and PEFT's own defaults use them.
 TARGET_MODULES: dict[str, list[str]] = {
     "gpt_neox": ["query_key_value"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from kotune.data.corpus import iter_documents
 from kotune.models.tokenizer import train_bpe_tokenizer
+from kotune.resources import resource_path
 
-SAMPLES_DIR = Path(__file__).resolve().parents[3] / "data" / "samples"
+# Package data (copies of three data/samples files), so a wheel install builds the same tokenizer as a checkout.
 DEFAULT_CORPUS = [
-    SAMPLES_DIR / "koalpaca_v1.0.sample.json",
-    SAMPLES_DIR / "kochatgpt_conversation.sample.txt",
-    SAMPLES_DIR / "kochatgpt_ppo_prompts.sample.json",
+    resource_path("corpus", name)
+    for name in ("koalpaca_v1.0.sample.json", "kochatgpt_conversation.sample.txt", "kochatgpt_ppo_prompts.sample.json")
 ]
 
 

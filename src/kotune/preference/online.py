@@ -3,7 +3,7 @@
 The reward model is loaded and checked exactly as for our PPO (probe batch against the saved model) and wrapped
 as a TRL reward function that tokenizes prompts as the reward model was trained (`scoring.RewardModelFunction`).
 Neither algorithm has a critic: the advantage of a completion is its reward against the other completions of the
-same prompt (RLOO: leave-one-out mean; GRPO: group mean and std). The seed's failure therefore shows up as every
+same prompt (RLOO: leave-one-out mean; GRPO: group mean and std). chatKoAlpaca's failure therefore shows up as every
 completion of every prompt getting the same reward; the callback below stops the run if the first step says so.
 """
 

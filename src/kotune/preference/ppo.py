@@ -7,10 +7,10 @@ reward model to TRL's trainers instead (`kotune.preference.online`).
 Why our own PPO and not TRL's: TRL 1.16 ships no PPOTrainer; its last one is `trl.experimental.ppo` in TRL 1.12.
 Pinning 1.12 would downgrade the TRL that the reward, DPO, RLOO and GRPO stages use (one environment holds one
 TRL), and that trainer is the one the TRL maintainers dropped. PPO's core is a few hundred lines (`ppo_math`,
-`rollout`, this file) that we test piece by piece, and owning it lets the seed's failure be an error rather than
+`rollout`, this file) that we test piece by piece, and owning it lets chatKoAlpaca's failure be an error rather than
 a flat curve. It runs on one device; the stages TRL runs scale with accelerate.
 
-Guards (errors, not warnings), because the seed printed `actor_loss=0, critic_loss=0` for a whole run:
+Guards (errors, not warnings), because chatKoAlpaca printed `actor_loss=0, critic_loss=0` for a whole run:
 - the reward model must score a fixed probe batch exactly as the saved reward model loaded alone does, and as
   it did when `kotune reward` saved it (`scoring.check_reward_model`);
 - no weights may be shared between trained (actor, critic) and frozen (reference, reward) models;

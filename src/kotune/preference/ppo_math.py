@@ -11,7 +11,7 @@ import torch
 
 
 class PPOSetupError(ValueError):
-    """PPO cannot learn with this set-up (the seed's failure); the message says which check failed and why.
+    """PPO cannot learn with this set-up (chatKoAlpaca's failure); the message says which check failed and why.
 
     A ValueError, so `kotune ppo` prints the message instead of a traceback, as for other set-up errors."""
 
@@ -94,7 +94,7 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
 
 def check_first_step(scores: torch.Tensor, values: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                      kl: torch.Tensor) -> None:
-    """The checks the seed's chatKoAlpaca run would have failed, on the first rollout batch (before any update).
+    """The checks chatKoAlpaca's run would have failed, on the first rollout batch (before any update).
 
     Raises:
         PPOSetupError: rewards identical to values, or advantages all zero; the message says why it happens.
@@ -112,7 +112,7 @@ def check_first_step(scores: torch.Tensor, values: torch.Tensor, advantages: tor
         raise PPOSetupError(
             "rewards are identical to values: at every reply token the critic's value equals the reward model's score "
             f"(e.g. {float(scores[0]):.4g}), so reward - value = 0 and every advantage is 0. The reward model and the "
-            "critic compute the same function, as in the chatKoAlpaca seed where the reward model was a copy of the "
+            "critic compute the same function, as in chatKoAlpaca, where the reward model was a copy of the "
             "critic. Use the trained reward model (reward_model: the folder `kotune reward` wrote) as the reward, "
             "and a separate critic."
         )

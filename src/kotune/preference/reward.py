@@ -3,7 +3,7 @@
 The model is `AutoModelForSequenceClassification(num_labels=1)` on the SFT weights: the standard form that
 transformers, TRL and our PPO all load with the head included. After training, the backbone and the head are
 saved together, a reload is scored against the in-memory model on a held-out probe batch (an error if they
-differ: the seed's reward head was never saved), and the probe's scores are saved with the model so PPO can
+differ: chatKoAlpaca's reward head was never saved), and the probe's scores are saved with the model so PPO can
 check the reward model it uses.
 """
 

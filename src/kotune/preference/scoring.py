@@ -6,7 +6,7 @@ output is taken at the last token that is not `pad_token_id`. When pad == eos (p
 last reply token before EOS; otherwise it is the EOS itself. Either way it is the same position in training,
 evaluation, PPO and a user's own script, and it does not move with padding (`tests/unit/preference`).
 
-The chatKoAlpaca seed trained a reward head, never saved it, and scored PPO with a fresh random head. Here the
+chatKoAlpaca trained a reward head, never saved it, and scored PPO with a fresh random head. Here the
 reward stage saves a probe (held-out sequences and their scores) next to the model and checks a reload against
 it; PPO checks the reward model it holds against a copy loaded alone and against that probe before it starts.
 """
@@ -83,7 +83,7 @@ def load_reward_model(path: str, *, dtype: str = "fp32", trust_remote_code: bool
 
     Raises:
         RewardModelError: `path` holds no trained head (transformers would initialise `score` at random, which is
-            what made the seed's PPO learn nothing), or its config has no pad token to find the scored position.
+            what made chatKoAlpaca's PPO learn nothing), or its config has no pad token to find the scored position.
     """
     from kotune.preference.models import load_scalar_model
 

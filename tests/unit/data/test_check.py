@@ -18,6 +18,13 @@ def check(*paths):
     return code, lines
 
 
+def failed_check(path):
+    """`kotune data check path` exits 1: (its lines naming a place in `path`, all its lines)."""
+    code, lines = check(path)
+    assert code == 1
+    return problem_lines(lines, path), lines
+
+
 MALFORMED_ARRAY = """\ufeff[
   {"instruction": "좋은 예", "input": "", "output": "네"},
   {"instruction": "   ", "input": "", "output": "빈 지시"},
@@ -32,9 +39,7 @@ MALFORMED_ARRAY = """\ufeff[
 def test_malformed_json_array_lists_every_bad_record(tmp_path):
     path = tmp_path / "bad.json"
     path.write_bytes(MALFORMED_ARRAY.replace("\n", "\r\n").encode("utf-8"))
-    code, lines = check(path)
-    assert code == 1
-    problems = problem_lines(lines, path)
+    problems, lines = failed_check(path)
     assert problems == [
         f"{path}:3: instruction: empty or whitespace only",
         f"{path}:4: output: missing",
@@ -57,9 +62,7 @@ def test_jsonl_blank_lines_invalid_utf8_and_types(tmp_path):
         good.encode(),
     ]
     path.write_bytes(b"\n".join(rows) + b"\n")
-    code, lines = check(path)
-    assert code == 1
-    problems = problem_lines(lines, path)
+    problems, lines = failed_check(path)
     assert problems == [
         f"{path}:3: encoding: invalid UTF-8 byte 0xec at column 44",
         f"{path}:4: messages: expected a list, got str",

@@ -22,7 +22,7 @@ from kotune.config import load_config
 from kotune.data import records as records_module
 from kotune.data.corpus import iter_documents
 from kotune.data.loading import load_examples
-from kotune.eval.generate_eval import load_prompts
+from kotune.eval.generate_eval import DEFAULT_PROMPTS, load_prompts
 from kotune.selfinstruct.output import read_accepted
 from kotune.selfinstruct.prompt import load_header
 from kotune.selfinstruct.seeds import load_seed_tasks
@@ -50,7 +50,7 @@ def _bases():
             if VALID["preference"](r)][:6]  # the sample holds a few invalid pairs; start from valid ones
     ppo = json.loads((SAMPLES / "kochatgpt_ppo_prompts.sample.json").read_text(encoding="utf-8"))[:12]
     seeds = [json.loads(l) for l in (REPO / "data/seeds/ko_seed_tasks.jsonl").read_text(encoding="utf-8").splitlines()[:8]]
-    prompts = [json.loads(l) for l in (REPO / "data/prompts/ko_generation_50.jsonl").read_text(encoding="utf-8").splitlines()[:8]]
+    prompts = [json.loads(l) for l in DEFAULT_PROMPTS.read_text(encoding="utf-8").splitlines()[:8]]
     log = (SAMPLES / "kochatgpt_conversation.sample.txt").read_text(encoding="utf-8").split("\n")[:40]
     corpus = (SAMPLES / "chatbotdata_ko.txt").read_text(encoding="utf-8").split("\n")[:30]
     recipe = (REPO / "recipes/sft/quickstart_tiny.yaml").read_text(encoding="utf-8")

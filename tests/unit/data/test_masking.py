@@ -9,12 +9,7 @@ from transformers import AutoTokenizer
 
 from kotune_test_paths import SAMPLES
 from kotune.data.loading import load_examples
-from kotune.data.templates import (
-    BUILTIN_TEMPLATES,
-    KOALPACA_PROMPT_INPUT,
-    KOALPACA_PROMPT_NO_INPUT,
-    install_template,
-)
+from kotune.data.templates import BUILTIN_TEMPLATES, install_template
 from kotune.data.tokenize import IGNORE_INDEX, render_segments, tokenize_conversations
 
 SHIPPED_SFT = [SAMPLES / "koalpaca_v1.0.sample.json", SAMPLES / "kochatgpt_conversation.sample.txt"]
@@ -64,14 +59,27 @@ def test_pad_equal_to_eos_does_not_hide_eos(tiny_neox, conversations):
     assert ex.labels[-1] == tok.eos_token_id
 
 
-def test_koalpaca_template_is_the_seed_template_byte_for_byte(tiny_neox, conversations):
+# KoAlpaca-Polyglot-12.8B's PROMPT_TEMPLATE, copied from its training code (the Polyglot-12.8b-KoAlpaca-SFT notes)
+# without the code block's indentation; written out here, not taken from kotune, so a typo in kotune's text fails.
+ORIGINAL_PROMPT_INPUT = """Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n
+아래는 작업을 설명하는 명령어와 추가적 맥락을 제공하는 입력이 짝을 이루는 예제입니다. 요청을 적절히 완료하는 응답을 작성하세요.\n\n
+### Instruction(명령어):\n{instruction}\n\n
+### Input(입력):\n{input}\n\n
+### Response(응답):\n"""
+ORIGINAL_PROMPT_NO_INPUT = """Below is an instruction that describes a task. Write a response that appropriately completes the request.\n
+아래는 작업을 설명하는 명령어입니다. 명령어에 따른 요청을 적절히 완료하는 응답을 작성하세요.\n\n
+### Instruction(명령어):\n{instruction}\n\n
+### Response(응답):\n"""
+
+
+def test_koalpaca_template_is_the_original_koalpaca_text_byte_for_byte(tiny_neox, conversations):
     tok = AutoTokenizer.from_pretrained(tiny_neox)
     install_template(tok, "koalpaca")
     with_input = next(c for c in conversations if c.messages[0].input)
     without = next(c for c in conversations if not c.messages[0].input)
     for conv in (with_input, without):
         user, reply = conv.messages
-        template = KOALPACA_PROMPT_INPUT if user.input else KOALPACA_PROMPT_NO_INPUT
+        template = ORIGINAL_PROMPT_INPUT if user.input else ORIGINAL_PROMPT_NO_INPUT
         expected = template.format(instruction=user.content, input=user.input) + reply.content + tok.eos_token
         assert tok.apply_chat_template(conv.as_dicts(), tokenize=False) == expected
         prompt = tok.apply_chat_template(conv.as_dicts()[:1], tokenize=False, add_generation_prompt=True)
