@@ -1,5 +1,4 @@
-"""KoBEST's tasks and the published scores shown beside ours: tables that the evaluation (kobest.py) and the
-report (report.py) both read, kept in a module that imports neither."""
+"""KoBEST's tasks and published scores: read by kobest.py and report.py, importing neither (no cycle)."""
 
 from __future__ import annotations
 

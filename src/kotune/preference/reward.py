@@ -93,12 +93,9 @@ def run(cfg: RewardConfig, log=print) -> Path:
     probe = _probe_sequences(probe_pairs, cfg.probe_size)
     probe_scores = score_sequences(model, probe, tokenizer.pad_token_id)
 
-    reload_diff = []
-
     def check_saved() -> dict:
         write_probe(out / PROBE_FILE, probe, probe_scores)
-        reload_diff.append(_verify_saved(out, probe, probe_scores, cfg.trust_remote_code, device))
-        return {"reload_max_score_diff": reload_diff[0]}
+        return {"reload_max_score_diff": _verify_saved(out, probe, probe_scores, cfg.trust_remote_code, device)}
 
     report = {"template": ctx.template, "data": data.report, "head": head_names(model), "heldout_before": before,
               "heldout_after": after, "train_log": metrics.rows[-1] if metrics.rows else None}
@@ -106,7 +103,7 @@ def run(cfg: RewardConfig, log=print) -> Path:
     if after["accuracy"] is not None:
         log(f"held-out pairwise accuracy: {before['accuracy']:.3f} before -> {after['accuracy']:.3f} after "
             f"({after['pairs']} pairs, margin {after['margin']:.3f})")
-    log(f"saved reward model (backbone + head) to {out}; reload scores match (max diff {reload_diff[0]:.2g})")
+    log(f"saved reward model (backbone + head) to {out}; reload scores match")
     return out
 
 

@@ -1,10 +1,6 @@
-"""One start and one finish for every training stage (SFT, pre-training, reward, DPO, PPO, RLOO/GRPO).
-
-The start decides, once per run, what each stage needs before its own work: the process role (which process
-writes the run folder and prints), the run folder itself (checked, cleared or resumed; config.yaml), the seed, the
-device and the precision, and the tokenizer with the recipe's chat template. The finish saves the trained model
-(or LoRA adapter) with that tokenizer, the stage's report and its curves, on the main process only.
-"""
+"""One start and one finish for every training stage (SFT, pre-training, reward, DPO, PPO, RLOO/GRPO): the start
+decides process role, run folder, seed, device, precision and tokenizer once; the finish saves model, tokenizer,
+report and curves on the main process."""
 
 from __future__ import annotations
 
@@ -24,10 +20,6 @@ from kotune.config import save_config
 from kotune.data.templates import install_template
 from kotune.models.load import pin_adapter_base, stage_tokenizer
 from kotune.training.distributed import is_first_process, make_accelerator
-
-
-def _quiet(*_args, **_kwargs) -> None:
-    pass
 
 
 @dataclass
@@ -63,7 +55,7 @@ def start_stage(cfg, stage: str, log=print, *, accelerate: bool = False, keep: t
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.train, out) if accelerate else None
     is_main = accelerator.is_main_process if accelerator is not None else is_first_process()
-    say = log if is_main else _quiet
+    say = log if is_main else (lambda *_args, **_kwargs: None)
     identity = run_identity(stage, cfg)
     if is_main:  # before anything is written: refuse a folder holding another run
         prepare_run_folder(out, identity, resume=getattr(cfg.train, "resume", False), overwrite=cfg.overwrite,
@@ -74,9 +66,8 @@ def start_stage(cfg, stage: str, log=print, *, accelerate: bool = False, keep: t
     set_seed(cfg.train.seed)  # Python, NumPy and torch: initialisation (a new head), data order, dropout, sampling
     device = accelerator.device if accelerator is not None else torch.device(resolve_device())
     tokenizer = stage_tokenizer(cfg)
-    template = None
-    if hasattr(cfg.data, "template"):
-        template = install_template(tokenizer, cfg.data.template)
+    template = install_template(tokenizer, cfg.data.template) if hasattr(cfg.data, "template") else None
+    if template:
         say(f"template: {template}")
     return StageContext(stage, out, identity, is_main, say, device, resolve_precision(cfg.train.precision, device.type),
                         tokenizer, template, accelerator)
