@@ -22,13 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from kotune.common.checkpoint import begin_checkpoint, latest_checkpoint, publish_checkpoint
+from kotune.common.device import resolve_precision
 from kotune.common.losses import IGNORE_INDEX, causal_lm_loss_sum, next_token_targets
 from kotune.common.metrics import MetricsLog
 from kotune.common.outputs import METRICS_JSONL
 from kotune.common.run_folder import check_resume_step
 from kotune.data.batching import BatchPlan, split_for_rank
 from kotune.training import trainable_state
-from kotune.training.config import TrainConfig, resolve_precision
+from kotune.training.config import TrainConfig
 from kotune.training.distributed import configure_deepspeed
 from kotune.training.tracking import numeric
 
