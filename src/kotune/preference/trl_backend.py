@@ -18,11 +18,10 @@ from kotune.common.outputs import METRICS_JSONL
 from kotune.preference.models import trl_precision_args
 from kotune.training import stage as training_stage
 from kotune.training.distributed import env_flag, launch_world_size
-from kotune.training.stage import StageContext
 from kotune.training.tracking import trl_report_to
 
 
-def start_stage(cfg, stage: str, log=print) -> StageContext:
+def start_stage(cfg, stage: str, log=print) -> training_stage.StageContext:
     """`kotune.training.stage.start_stage` for a TRL-backed stage, which runs with DDP only."""
     sharded = env_flag("ACCELERATE_USE_FSDP") or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
     if sharded:  # the first process saves and checks the model from its own copy of the weights: sharded, a part
@@ -32,7 +31,7 @@ def start_stage(cfg, stage: str, log=print) -> StageContext:
 
 
 def training_args(config_cls, train, output_dir: str | Path, precision: str, **extra):
-    """A TRL `*Config` from our `TrainConfig`: global batch = micro batch x processes x accumulation."""
+    """A TRL `*Config` from our `OptimConfig`: global batch = micro batch x processes x accumulation."""
     # Not PartialState's count: on CPU it says 1 before TRL sets up torch.distributed (a batch N times too large).
     world = launch_world_size()
     per_step = train.micro_batch_size * world
