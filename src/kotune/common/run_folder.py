@@ -21,15 +21,16 @@ import shutil
 from pathlib import Path
 
 from kotune.common.checkpoint import latest_checkpoint
+from kotune.common.outputs import CONFIG_YAML, DATA_REPORT_JSON
 from kotune.common.quiet import LOG_FILE, attach_log_file
 
 RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
 # What marks a folder as one kotune wrote: only such a folder is cleared by `overwrite`.
-_RUN_MARKERS = (RUN_FILE, "config.yaml")
+_RUN_MARKERS = (RUN_FILE, CONFIG_YAML)
 # What a run writes before its first step: a run that stopped there (a wrong model path, bad data) left nothing to
 # mix with, and a new run into its folder is not refused.
-_BEFORE_TRAINING = (RUN_FILE, "config.yaml", "data_report.json", LOG_FILE)
+_BEFORE_TRAINING = (RUN_FILE, CONFIG_YAML, DATA_REPORT_JSON, LOG_FILE)
 
 
 class RunFolderError(ValueError):

@@ -18,55 +18,22 @@ import argparse
 import gc
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from kotune.common.device import resolve_device, resolve_precision
+from kotune.eval.kobest_reference import TASKS
+from kotune.eval.report import kobest_console_table, write_report
 from kotune.eval.runs import (
     KOBEST_JSON,
     default_out_dir,
-    resolve_device,
-    resolve_dtype,
     unique_labels,
     write_json,
 )
 from kotune.resources import resource_path
 
-TASKS = ("boolq", "copa", "wic", "hellaswag", "sentineg")
-TASK_TITLES = {"boolq": "BoolQ", "copa": "COPA", "wic": "WiC", "hellaswag": "HellaSwag", "sentineg": "SentiNeg"}
 TASKS_DIR = Path(__file__).resolve().parent / "kobest_tasks"
 DATA_DIR = resource_path("kobest", "v1.0")
 SPLITS = ("train", "validation", "test")
-
-
-@dataclass(frozen=True)
-class Reference:
-    """Published KoBEST scores of a model, shown beside ours; `acc` holds acc_norm for HellaSwag."""
-
-    label: str
-    source: str
-    shots: int
-    f1: dict[str, float]
-    acc: dict[str, float] = field(default_factory=dict)
-
-
-REFERENCES: tuple[Reference, ...] = (
-    Reference(
-        label="polyglot-ko-1.3b (published)",
-        source="EleutherAI/polyglot-ko-1.3b, 0-shot, lm-evaluation-harness (polyglot branch), KoBEST test splits; "
-        "results table posted in lm-evaluation-harness PR #1263 \"add Kobest\" "
-        "(https://github.com/EleutherAI/lm-evaluation-harness/pull/1263)",
-        shots=0,
-        f1={"boolq": 0.3549, "copa": 0.7114, "wic": 0.3273, "hellaswag": 0.4013, "sentineg": 0.6825},
-        acc={"boolq": 0.4979, "copa": 0.7120, "wic": 0.4865, "hellaswag": 0.5320, "sentineg": 0.6927},
-    ),
-    Reference(
-        label="42dot LLM-PLM-1.3B (published)",
-        source="42dot/42dot_LLM-PLM-1.3B model card, \"Zero-shot evaluations\", KoBEST macro-F1 "
-        "(https://huggingface.co/42dot/42dot_LLM-PLM-1.3B); no WiC score published",
-        shots=0,
-        f1={"boolq": 0.369, "copa": 0.704, "hellaswag": 0.431, "sentineg": 0.690},
-    ),
-)
 
 
 # ------------------------------------------------------------------------------------------ arguments
@@ -197,11 +164,6 @@ def _number(value):
     return value if isinstance(value, (int, float)) else None  # lm-eval writes "N/A" where it has no stderr
 
 
-def headline_acc(row: dict) -> float:
-    """The accuracy people quote for a task: acc_norm for HellaSwag (length-normalised), acc elsewhere."""
-    return row["acc_norm"] if row["task"] == "hellaswag" and row.get("acc_norm") is not None else row["acc"]
-
-
 # ------------------------------------------------------------------------------------------ command
 
 
@@ -255,8 +217,6 @@ def run(model: str, *, tasks: str | Sequence[str] = TASKS, shots: str | Sequence
 
     from tqdm.auto import tqdm
 
-    from kotune.eval.report import kobest_console_table, write_report
-
     tasks, shots = parse_tasks(tasks), parse_shots(shots)
     batch_size = parse_batch_size(batch_size)
     if limit is not None and limit < 1:
@@ -264,7 +224,7 @@ def run(model: str, *, tasks: str | Sequence[str] = TASKS, shots: str | Sequence
     configs = task_configs(tasks, data_dir)  # fails on missing data before any model is loaded
     out = Path(out) if out else default_out_dir(model)
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
+    dtype = resolve_precision(dtype, device)
     paths = [model, *baselines]
     labels = unique_labels(paths)
     started = time.time()

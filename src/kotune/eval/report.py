@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from kotune.eval.kobest import REFERENCES, TASK_TITLES, headline_acc
+from kotune.eval.kobest_reference import REFERENCES, TASK_TITLES, headline_acc
 from kotune.eval.runs import GENERATION_JSON, GENERATIONS_JSONL, KOBEST_JSON, REPORT_MD, read_json
 
 SAMPLE_PROMPTS = 3  # first prompts shown with every model's reply

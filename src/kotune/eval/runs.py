@@ -45,21 +45,6 @@ def default_out_dir(model: str) -> Path:
     return Path("runs") / "eval" / re.sub(r"[^\w.-]+", "_", model_label(model))
 
 
-def resolve_device(device: str | None) -> str:
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    """`auto`: bf16 on a GPU that supports it, else fp32 (CPUs are slow and inexact in half precision)."""
-    if dtype != "auto":
-        return dtype
-    import torch
-
-    return "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
-
-
 def write_json(path: Path, data) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")

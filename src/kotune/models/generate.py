@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from kotune.common.device import resolve_device, resolve_precision
 from kotune.models.text_stream import TextStream
 
 log = logging.getLogger(__name__)
@@ -189,9 +190,8 @@ class Engine:
         """An engine for a model folder, hub id or LoRA adapter folder (see `Engine` for kwargs)."""
         from kotune.models.load import load_model, load_tokenizer
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype == "auto":
-            dtype = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
+        device = resolve_device(device)
+        dtype = resolve_precision(dtype, device)
         model = load_model(path, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation="sdpa",
                            device=device)
         return cls(model, load_tokenizer(path, trust_remote_code=trust_remote_code), **kwargs)

@@ -13,10 +13,8 @@ from typing import NamedTuple
 
 import yaml
 
+from kotune.common.outputs import DATA_REPORT_JSON, EVAL_JSON, METRICS_JSONL, STAGE_CURVES, STAGE_REPORTS
 from kotune.config import to_dict
-
-CURVES = {"pretrain": "loss.png", "sft": "loss.png", "reward": "curves.png", "ppo": "curves.png", "dpo": "curves.png"}
-REPORTS = {"reward": "reward_report.json", "ppo": "ppo_report.json", "dpo": "dpo_report.json"}
 
 
 class StageRun(NamedTuple):
@@ -43,7 +41,7 @@ def _data_section(run_dir: Path) -> list[str]:
     check = run_dir / "check" / "check.txt"
     if check.is_file():
         lines += ["`kotune data check`:", "", "```", *check.read_text(encoding="utf-8").splitlines()[:30], "```", ""]
-    report = _read(run_dir / "sft" / "data_report.json")
+    report = _read(run_dir / "sft" / DATA_REPORT_JSON)
     if report:
         s = report["stats"]
         lines += [
@@ -57,9 +55,9 @@ def _data_section(run_dir: Path) -> list[str]:
         skipped = report["skipped_records"] + [f"{x}: no trained token left after truncation" for x in report["skipped_without_trained_tokens"]]
         if skipped:
             lines += ["Skipped records (each with its reason):", "", *[f"- `{x}`" for x in skipped[:20]]]
-            lines += [f"- … and {len(skipped) - 20} more (see sft/data_report.json)"] if len(skipped) > 20 else []
+            lines += [f"- … and {len(skipped) - 20} more (see sft/{DATA_REPORT_JSON})"] if len(skipped) > 20 else []
             lines.append("")
-    for stage, name in REPORTS.items():
+    for stage, name in STAGE_REPORTS.items():
         data = _read(run_dir / stage / name)
         if data and isinstance(data.get("data"), dict):
             counts = ", ".join(f"{k}: {v}" for k, v in data["data"].items() if isinstance(v, (int, float, str)))
@@ -69,16 +67,16 @@ def _data_section(run_dir: Path) -> list[str]:
 
 def _training_section(run_dir: Path, models: list) -> list[str]:
     lines = ["## Training", ""]
-    evaluation = _read(run_dir / "pretrain" / "eval.json")
+    evaluation = _read(run_dir / "pretrain" / EVAL_JSON)
     if evaluation:
         before = evaluation.get("perplexity_before")
         lines += [f"Pre-training: held-out perplexity {evaluation['perplexity']:,.2f}"
                   + (f" (random init: {before:,.2f})" if before else "")
                   + f" over {evaluation['eval_tokens']:,} held-out tokens, {evaluation['parameters'] / 1e6:,.1f}M parameters.", ""]
-    for stage, png in CURVES.items():
+    for stage, png in STAGE_CURVES.items():
         if (run_dir / stage / png).is_file():
             lines += [f"### {stage}", "", f"![{stage} curves]({stage}/{png})", ""]
-            metrics = run_dir / stage / "metrics.jsonl"
+            metrics = run_dir / stage / METRICS_JSONL
             if metrics.is_file():
                 rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
                 if rows and "loss" in rows[0]:

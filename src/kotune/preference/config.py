@@ -1,7 +1,7 @@
 """Recipes of the chat-tuning stages (`kotune reward`, `kotune dpo`, `kotune ppo`): one dataclass per section.
 
-`LoraConfig` is shared with SFT through `kotune.training.config`. The optimiser sections differ per stage (TRL
-trainers and PPO take other fields than kotune's own loop), so each stage states its own.
+The model section, LoRA, the optimisation section of reward and DPO, and the data-check rule are shared with SFT
+and pre-training through `kotune.training.config`; PPO's optimisation (actor and critic, rollout steps) is its own.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Literal
 from kotune.config import opt
 from kotune.data.formats import FORMATS
 from kotune.data.templates import TEMPLATE_NAMES
-from kotune.training.config import LoraConfig, check_optimisation
+from kotune.training.config import OptimConfig, TunedStageConfig, check_data_section
 from kotune.training.tracking import check_report_to, report_to_option
 
 # DPOTrainer's loss types in TRL 1.16 (trl/trainer/dpo_trainer.py, `_compute_loss`).
@@ -20,15 +20,6 @@ DPO_LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
     "apo_zero", "apo_down", "discopop", "sigmoid_norm",
 )
-
-
-def _check_data(format: str | None, template: str, max_length: int) -> None:
-    if format is not None and format not in FORMATS:
-        raise ValueError(f"format: unknown {format!r}; known: {', '.join(FORMATS)}")
-    if template not in TEMPLATE_NAMES:
-        raise ValueError(f"template: unknown {template!r}; known: {', '.join(TEMPLATE_NAMES)}")
-    if max_length < 8:
-        raise ValueError("max_length: must be at least 8")
 
 
 @dataclass
@@ -46,50 +37,19 @@ class PairDataConfig:
     max_pairs: int | None = opt(None, "use only the first N training pairs (quick runs)")
 
     def __post_init__(self) -> None:
-        _check_data(self.format, self.template, self.max_length)
+        check_data_section(self)
         if not 0 <= self.eval_fraction < 1:
             raise ValueError("eval_fraction: must be in [0, 1)")
 
 
-@dataclass
-class TrainConfig:
-    epochs: float = opt(1.0, "passes over the training pairs")
-    max_steps: int | None = opt(None, "stop after this many optimizer steps (overrides epochs)")
-    learning_rate: float = opt(1e-5, "peak learning rate")
-    lr_scheduler: Literal["cosine", "linear", "constant"] = opt("cosine", "learning-rate schedule after warm-up")
-    warmup_ratio: float = opt(0.03, "fraction of steps spent warming up")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    global_batch_size: int = opt(16, "pairs per optimizer step over all processes")
-    micro_batch_size: int = opt(4, "pairs per forward pass per process; gradient accumulation makes up the rest")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
-    seed: int = opt(42, "seed for the new head, data order and dropout")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto: bf16 on a GPU that has it, else fp32 (CPU)")
-    gradient_checkpointing: bool = opt(False, "recompute activations to save memory (for big models on GPU)")
-    log_every: int = opt(1, "write metrics every N optimizer steps")
-    report_to: list[str] = report_to_option()
-
-    def __post_init__(self) -> None:
-        check_optimisation(self)
-        check_report_to(self.report_to)
-
-
-@dataclass
-class RewardConfig:
+@dataclass(kw_only=True)
+class RewardConfig(TunedStageConfig):
     """Reward model: the SFT model with a scalar head (AutoModelForSequenceClassification, num_labels=1), trained
-    with the pairwise loss -log sigmoid(r_chosen - r_rejected)."""
+    with the pairwise loss -log sigmoid(r_chosen - r_rejected). With method lora the adapter is merged into the
+    backbone at the end (the head is always trained in full). Writes reward_probe.json beside the model."""
 
-    model: str = opt(help="the SFT model folder (or hub id) the reward model starts from")
-    output_dir: str = opt(help="where the reward model (backbone + head), tokenizer, reward_probe.json, "
-                               "reward_report.json, metrics.jsonl and curves.png are written")
-    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
-                                 "it a used output_dir is refused (CLI: --overwrite)")
     data: PairDataConfig = opt(PairDataConfig(), "preference pairs")
-    tokenizer: str | None = opt(None, "tokenizer hub id or folder; unset: the model's")
-    trust_remote_code: bool = opt(False, "run code shipped with the model (only for models you trust)")
-    method: Literal["full", "lora"] = opt("full", "full fine-tuning, or LoRA merged into the backbone at the end "
-                                                  "(the head is always trained in full)")
-    lora: LoraConfig = opt(LoraConfig(), "LoRA settings (method: lora)")
-    train: TrainConfig = opt(TrainConfig(), "optimisation")
+    train: OptimConfig = opt(OptimConfig(epochs=1.0, learning_rate=1e-5), "optimisation")
     center_rewards_coefficient: float | None = opt(None, "pull mean rewards towards 0 (Eisenstein et al. 2023; 0.01)")
     probe_size: int = opt(8, "held-out sequences whose scores are saved with the model so every later load is checked")
 
@@ -100,17 +60,12 @@ class RewardConfig:
             raise ValueError("probe_size: must be at least 1")
 
 
-@dataclass
-class DPOConfig:
-    """Offline preference optimisation from the SFT model: DPO (and its TRL loss variants), KTO, ORPO or SimPO."""
+@dataclass(kw_only=True)
+class DPOConfig(TunedStageConfig):
+    """Offline preference optimisation from the SFT model: DPO (and its TRL loss variants), KTO, ORPO or SimPO.
+    The policy starts from `model`, and DPO/KTO use it as the frozen reference."""
 
-    model: str = opt(help="the SFT model folder (or hub id): the policy starts here and DPO/KTO use it as the frozen reference")
-    output_dir: str = opt(help="where the model or LoRA adapter, tokenizer, dpo_report.json, metrics.jsonl and curves.png go")
-    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
-                                 "it a used output_dir is refused (CLI: --overwrite)")
     data: PairDataConfig = opt(PairDataConfig(), "preference pairs")
-    tokenizer: str | None = opt(None, "tokenizer hub id or folder; unset: the model's")
-    trust_remote_code: bool = opt(False, "run code shipped with the model (only for models you trust)")
     algo: Literal["dpo", "kto", "orpo", "simpo"] = opt(
         "dpo", "dpo: trl.DPOTrainer; kto: trl.KTOTrainer (each pair becomes a desirable and an undesirable example); "
         "orpo: trl.experimental ORPOTrainer (no reference); simpo: trl.experimental CPOTrainer with loss simpo"
@@ -120,10 +75,7 @@ class DPOConfig:
     simpo_gamma: float = opt(0.5, "SimPO target reward margin (algo: simpo)")
     sft_weight: float = opt(0.0, "algo dpo: add this times the NLL of the chosen replies (RPO, TRL's loss_type "
                                  "'sft'); keeps the policy on fluent replies that stop, where plain DPO can drift")
-    method: Literal["full", "lora"] = opt("full", "full fine-tuning (reference = a frozen copy) or LoRA (reference = "
-                                                  "the same network with the adapter disabled)")
-    lora: LoraConfig = opt(LoraConfig(), "LoRA settings (method: lora)")
-    train: TrainConfig = opt(TrainConfig(), "optimisation")
+    train: OptimConfig = opt(OptimConfig(epochs=1.0, learning_rate=1e-5), "optimisation")
 
     def __post_init__(self) -> None:
         if not self.data.files:
@@ -148,7 +100,7 @@ class PromptDataConfig:
     max_prompts: int | None = opt(None, "use only the first N prompts (quick runs)")
 
     def __post_init__(self) -> None:
-        _check_data(self.format, self.template, self.max_prompt_length)
+        check_data_section(self)
 
 
 @dataclass
@@ -210,25 +162,16 @@ class PPOTrainConfig:
             raise ValueError("actor_learning_rate and critic_learning_rate must be positive")
 
 
-@dataclass
-class PPOConfig:
+@dataclass(kw_only=True)
+class PPOConfig(TunedStageConfig):
     """Online RL from the SFT model against the trained reward model: PPO (our own, see kotune/preference/ppo.py),
-    or TRL's RLOO / GRPO."""
+    or TRL's RLOO / GRPO. The actor starts from `model`, whose frozen copy (LoRA: the actor with its adapter
+    disabled) is the KL reference; PPO writes its critic to critic/ beside the actor."""
 
-    model: str = opt(help="the SFT model folder: the actor starts here and a frozen copy is the KL reference")
     reward_model: str = opt(help="the folder `kotune reward` wrote: reward model, and the critic's starting point")
-    output_dir: str = opt(help="where the actor (model or LoRA adapter), critic/, tokenizer, ppo_report.json, "
-                               "metrics.jsonl and curves.png go")
-    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
-                                 "it a used output_dir is refused (CLI: --overwrite)")
     algo: Literal["ppo", "rloo", "grpo"] = opt("ppo", "ppo: actor + critic + GAE (ours); rloo, grpo: TRL trainers "
                                                       "scored by the same reward model")
     data: PromptDataConfig = opt(PromptDataConfig(), "prompts")
-    tokenizer: str | None = opt(None, "tokenizer hub id or folder; unset: the model's")
-    trust_remote_code: bool = opt(False, "run code shipped with the models (only for models you trust)")
-    method: Literal["full", "lora"] = opt("full", "actor: full fine-tuning (reference = frozen copy) or LoRA "
-                                                  "(reference = the actor with its adapter disabled)")
-    lora: LoraConfig = opt(LoraConfig(), "LoRA settings (method: lora)")
     generation: GenerationConfig = opt(GenerationConfig(), "sampling of replies")
     ppo: PPOHyperConfig = opt(PPOHyperConfig(), "PPO / RLOO / GRPO hyper-parameters")
     train: PPOTrainConfig = opt(PPOTrainConfig(), "optimisation")

@@ -9,15 +9,13 @@ added (`kotune.preference.models`). ORPO and SimPO use no reference.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from kotune.common.metrics import plot_curves
-from kotune.models.load import pin_adapter_base
 from kotune.preference import trl_backend as tb
 from kotune.preference.config import DPOConfig
 from kotune.preference.models import check_lora_start, frozen_copy, load_policy, policy_dtype
 from kotune.preference.pairs import prepare_pairs
+from kotune.training.stage import finish_stage
 from kotune.training.tracking import trl_config_callbacks
 
 CURVES = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "grad_norm"]
@@ -81,34 +79,25 @@ def run(cfg: DPOConfig, log=print) -> Path:
     dpo_report.json (pair counts, skipped pairs per reason, first/last logged metrics, held-out metrics),
     metrics.jsonl, curves.png and config.yaml.
     """
-    import torch
-
     check_lora_start(cfg.model, cfg.method)
-    out, precision, tokenizer, template, log = tb.start_stage(cfg, log)
+    ctx = tb.start_stage(cfg, "dpo", log)
+    out, precision, tokenizer, log = ctx.out, ctx.precision, ctx.tokenizer, ctx.log
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
-
-    torch.manual_seed(cfg.train.seed)
     model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=policy_dtype(cfg.method, precision))
-    metrics = tb.metrics_callback(out / "metrics.jsonl")
+    metrics = tb.metrics_callback(out)
     trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics, *trl_config_callbacks(cfg, out)])
     log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "
         f"method {cfg.method}, {precision}")
     tb.announce_processes(trainer, cfg.algo)
     trainer.train()
     heldout = trainer.evaluate() if data.eval else None  # TRL's metrics on the held-out pairs, prefixed eval_
-    if not trainer.is_world_process_zero():
+    if not ctx.is_main:
         return out
-    tb.remove_if_empty(out / "trainer")
-
-    trainer.model.save_pretrained(out, safe_serialization=True)  # a PeftModel saves just the adapter
-    if cfg.method == "lora":
-        pin_adapter_base(out)
-    tokenizer.save_pretrained(out)
     rows = metrics.rows
-    report = {"algo": cfg.algo, "loss_type": cfg.loss_type, "template": template, "data": data.report,
+    report = {"algo": cfg.algo, "loss_type": cfg.loss_type, "template": ctx.template, "data": data.report,
               "first_log": rows[0] if rows else None, "last_log": rows[-1] if rows else None, "heldout": heldout}
-    (out / "dpo_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-    plot_curves(out / "metrics.jsonl", out / "curves.png", CURVES, title=f"{cfg.algo} from {cfg.model}")
+    finish_stage(ctx, trainer.model, curves=CURVES, title=f"{cfg.algo} from {cfg.model}", report=report,
+                 adapter=cfg.method == "lora")
     if rows and "rewards/margins" in rows[-1]:
         log(f"chosen-rejected margin: {rows[0]['rewards/margins']:.4f} at step {rows[0]['step']} -> "
             f"{rows[-1]['rewards/margins']:.4f} at step {rows[-1]['step']}")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from kotune.models.load import DTYPES, adapter_base, is_adapter, load_model
-from kotune.training.config import frozen_dtype, resolve_precision  # noqa: F401  (re-exported for the stages)
+from kotune.common.device import resolve_precision  # noqa: F401  (re-exported for the stages)
+from kotune.training.config import frozen_dtype
 
 
 def trl_precision_args(precision: str) -> dict:

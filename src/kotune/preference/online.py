@@ -9,16 +9,15 @@ completion of every prompt getting the same reward; the callback below stops the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from kotune.common.metrics import plot_curves
-from kotune.models.load import is_adapter, pin_adapter_base
+from kotune.models.load import is_adapter
 from kotune.preference.models import check_lora_start, frozen_dtype, load_policy, policy_dtype, trl_precision_args
 from kotune.preference.pairs import prepare_prompts
 from kotune.preference.ppo_math import PPOSetupError
 from kotune.preference.scoring import RewardModelFunction, check_reward_model, load_reward_model
-from kotune.preference.trl_backend import announce_processes, metrics_callback, remove_if_empty, start_stage
+from kotune.preference.trl_backend import announce_processes, metrics_callback, start_stage
+from kotune.training.stage import finish_stage
 from kotune.training.tracking import trl_config_callbacks, trl_report_to
 
 CURVES = ["reward", "reward_std", "kl", "loss", "grad_norm", "completions/mean_length"]
@@ -79,7 +78,6 @@ def _trainer(cfg, model, tokenizer, reward_fn, dataset, out: Path, precision: st
 
 def run_online(cfg, log=print) -> Path:
     """RLOO or GRPO; same outputs as PPO (without critic/)."""
-    import torch
     from datasets import Dataset
 
     check_lora_start(cfg.model, cfg.method)
@@ -90,36 +88,30 @@ def run_online(cfg, log=print) -> Path:
         # TRL reloads the reference from the model's config path, which for a merged adapter is the raw base.
         raise ValueError(f"algo {cfg.algo} with method full reloads its KL reference from the model path, and {cfg.model} "
                          "is a LoRA adapter: merge it first (`kotune lora merge`) and point model at the merged folder")
-    out, precision, tokenizer, template, log = start_stage(cfg, log)
-    torch.manual_seed(cfg.train.seed)
+    ctx = start_stage(cfg, "ppo", log)
+    out, precision, tokenizer, log = ctx.out, ctx.precision, ctx.tokenizer, ctx.log
     prompts, data_report = prepare_prompts(cfg.data, tokenizer, log)
 
     reward_dtype = frozen_dtype(precision)  # frozen: held in bf16 under bf16
     reward = load_reward_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code, dtype=reward_dtype)
-    if torch.cuda.is_available():
-        reward.to("cuda")
+    reward.to(ctx.device)
     check = check_reward_model(reward, cfg.reward_model, trust_remote_code=cfg.trust_remote_code,
                                extra_sequences=[ids for _, ids in prompts[:2]], dtype=reward_dtype)
     model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=policy_dtype(cfg.method, precision))
     dataset = Dataset.from_list([{"prompt": [m.as_dict() for m in msgs]} for msgs, _ in prompts])
-    metrics = metrics_callback(out / "metrics.jsonl")
+    metrics = metrics_callback(out)
     trainer = _trainer(cfg, model, tokenizer, RewardModelFunction(reward, tokenizer), dataset, out, precision,
                        [metrics, _first_step_guard(), *trl_config_callbacks(cfg, out)])
     log(f"{cfg.algo}: {cfg.train.steps} steps, {cfg.ppo.rollout_batch_size} completions per step "
         f"({cfg.ppo.num_generations} per prompt), method {cfg.method}, {precision}")
     announce_processes(trainer, cfg.algo)
     trainer.train()
-    if not trainer.is_world_process_zero():
+    if not ctx.is_main:
         return out
-    remove_if_empty(out / "trainer")
-    trainer.model.save_pretrained(out, safe_serialization=True)
-    if cfg.method == "lora":
-        pin_adapter_base(out)
-    tokenizer.save_pretrained(out)
     rows = metrics.rows
-    report = {"algo": cfg.algo, "template": template, "data": data_report, "reward_model_check": check,
+    report = {"algo": cfg.algo, "template": ctx.template, "data": data_report, "reward_model_check": check,
               "first_step": rows[0] if rows else None, "last_step": rows[-1] if rows else None}
-    (out / "ppo_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-    plot_curves(out / "metrics.jsonl", out / "curves.png", CURVES, title=f"{cfg.algo} from {cfg.model}")
+    finish_stage(ctx, trainer.model, curves=CURVES, title=f"{cfg.algo} from {cfg.model}", report=report,
+                 adapter=cfg.method == "lora")
     log(f"saved {'LoRA adapter' if cfg.method == 'lora' else 'model'} + tokenizer to {out}")
     return out

@@ -20,7 +20,6 @@ Guards (errors, not warnings), because chatKoAlpaca printed `actor_loss=0, criti
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -29,11 +28,9 @@ from pathlib import Path
 
 import torch
 
-from kotune.common.metrics import MetricsLog, plot_curves
-from kotune.common.run_folder import prepare_run_folder, run_identity
-from kotune.config import save_config
-from kotune.data.templates import install_template
-from kotune.models.load import load_tokenizer, pin_adapter_base, stage_tokenizer
+from kotune.common.metrics import MetricsLog
+from kotune.common.outputs import METRICS_JSONL
+from kotune.models.load import load_tokenizer
 from kotune.preference import ppo_math as pm
 from kotune.preference.config import PPOConfig
 from kotune.preference.models import (
@@ -50,6 +47,7 @@ from kotune.preference.pairs import prepare_prompts
 from kotune.preference.rollout import Batch, build_batch, sample_replies, token_logprobs, token_values
 from kotune.preference.scoring import check_reward_model, load_reward_model, score_sequences
 from kotune.training.distributed import launch_world_size
+from kotune.training.stage import finish_stage, start_stage
 from kotune.training.tracking import Tracking
 
 CURVES = ["reward", "kl", "policy_loss", "value_loss", "policy_grad_norm", "value_grad_norm"]
@@ -242,15 +240,8 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
     if launch_world_size() > 1:
         raise ValueError(cfg.multi_process_error())
     check_lora_start(cfg.model, cfg.method)
-    out = Path(cfg.output_dir)
-    prepare_run_folder(out, run_identity("ppo", cfg), overwrite=cfg.overwrite, log=log)
-    save_config(cfg, out / "config.yaml")
-    precision = resolve_precision(cfg.train.precision)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.train.seed)
-
-    tokenizer = stage_tokenizer(cfg)
-    template = install_template(tokenizer, cfg.data.template)
+    ctx = start_stage(cfg, "ppo", log)
+    out, precision, device, tokenizer = ctx.out, ctx.precision, ctx.device, ctx.tokenizer
     _check_tokenizer(tokenizer, cfg.reward_model, cfg.trust_remote_code)
     prompts, data_report = prepare_prompts(cfg.data, tokenizer, log)
     models = models or build_models(cfg, device)
@@ -271,7 +262,7 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
                                   lr=cfg.train.actor_learning_rate, weight_decay=cfg.train.weight_decay)
     critic_opt = torch.optim.AdamW([p for p in models.critic.parameters() if p.requires_grad],
                                    lr=cfg.train.critic_learning_rate, weight_decay=cfg.train.weight_decay)
-    metrics = MetricsLog(out / "metrics.jsonl")
+    metrics = MetricsLog(out / METRICS_JSONL)
     tracking = Tracking(cfg.train.report_to, out, cfg)  # train.report_to, through accelerate's trackers
     stream = _prompt_stream(len(prompts), cfg.ppo.rollout_batch_size, cfg.train.seed)
     log(f"ppo: {cfg.train.steps} steps x {cfg.ppo.rollout_batch_size} prompts ({len(prompts):,} prompts), "
@@ -301,20 +292,13 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
     # The reward model must not have moved during training (shared weights, an optimizer over the wrong params).
     end_check = check_reward_model(models.reward, cfg.reward_model, trust_remote_code=cfg.trust_remote_code,
                                    extra_sequences=probe_extra, dtype=reward_dtype)
-    _save(cfg, models, tokenizer, out)
-    report = {"template": template, "data": data_report, "reward_model_check": reward_check,
+    models.critic.save_pretrained(out / "critic", safe_serialization=True)
+    tokenizer.save_pretrained(out / "critic")
+    report = {"template": ctx.template, "data": data_report, "reward_model_check": reward_check,
               "reward_model_check_end": end_check, "first_step": rows[0], "last_step": rows[-1]}
-    (out / "ppo_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-    plot_curves(out / "metrics.jsonl", out / "curves.png", CURVES, title=f"PPO from {cfg.model}")
+    finish_stage(ctx, models.actor, curves=CURVES, title=f"PPO from {cfg.model}", report=report,
+                 adapter=cfg.method == "lora")
     log(f"reward {rows[0]['reward']:.4f} -> {rows[-1]['reward']:.4f}, KL to reference {rows[0]['kl']:.4f} -> "
         f"{rows[-1]['kl']:.4f}; saved actor to {out}")
     return out
 
-
-def _save(cfg: PPOConfig, models: PPOModels, tokenizer, out: Path) -> None:
-    models.actor.save_pretrained(out, safe_serialization=True)  # a PeftModel saves just the adapter
-    if cfg.method == "lora":
-        pin_adapter_base(out)
-    tokenizer.save_pretrained(out)
-    models.critic.save_pretrained(out / "critic", safe_serialization=True)
-    tokenizer.save_pretrained(out / "critic")

@@ -9,12 +9,8 @@ check the reward model it uses.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
-
-from kotune.common.metrics import plot_curves
 from kotune.preference.config import RewardConfig
 from kotune.preference.models import head_names, load_scalar_model
 from kotune.preference.pairs import prepare_pairs
@@ -29,11 +25,11 @@ from kotune.preference.scoring import (
 from kotune.preference.trl_backend import (
     announce_processes,
     metrics_callback,
-    remove_if_empty,
     reward_dataset,
     start_stage,
     training_args,
 )
+from kotune.training.stage import finish_stage
 from kotune.training.tracking import trl_config_callbacks
 
 CURVES = ["loss", "accuracy", "margin", "mean_reward", "grad_norm", "lr"]
@@ -68,20 +64,18 @@ def run(cfg: RewardConfig, log=print) -> Path:
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    out, precision, tokenizer, template, log = start_stage(cfg, log)
+    ctx = start_stage(cfg, "reward", log)  # seeds the new head's initialisation
+    out, precision, tokenizer, log, device = ctx.out, ctx.precision, ctx.tokenizer, ctx.log, ctx.device
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
-
-    torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     model, missing = load_scalar_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     log(f"reward head: new ({', '.join(missing)})" if missing else "reward head: continuing from the checkpoint's head")
     model.config.pad_token_id = tokenizer.pad_token_id
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     probe_pairs = data.eval or data.train
     before = pairwise_accuracy(model.to(device), data.eval, tokenizer.pad_token_id)
 
     args = training_args(TRLRewardConfig, cfg.train, out / "trainer", precision, max_length=None,
                          center_rewards_coefficient=cfg.center_rewards_coefficient, disable_dropout=True)
-    metrics = metrics_callback(out / "metrics.jsonl")
+    metrics = metrics_callback(out)
     trainer = RewardTrainer(
         model=model, args=args, train_dataset=reward_dataset(data.train), processing_class=tokenizer,
         callbacks=[metrics, *trl_config_callbacks(cfg, out)], peft_config=_lora_config(cfg, model) if cfg.method == "lora" else None,
@@ -89,10 +83,8 @@ def run(cfg: RewardConfig, log=print) -> Path:
     log(f"training reward model: {len(data.train):,} pairs, method {cfg.method}, {precision}")
     announce_processes(trainer, "reward")
     trainer.train()
-    if not trainer.is_world_process_zero():
+    if not ctx.is_main:
         return out
-    remove_if_empty(out / "trainer")
-
     model = trainer.model
     if cfg.method == "lora":
         model = model.merge_and_unload()  # one plain model: backbone and head load together, no PEFT needed
@@ -101,22 +93,17 @@ def run(cfg: RewardConfig, log=print) -> Path:
     probe = _probe_sequences(probe_pairs, cfg.probe_size)
     probe_scores = score_sequences(model, probe, tokenizer.pad_token_id)
 
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    write_probe(out / PROBE_FILE, probe, probe_scores)
-    reload_diff = _verify_saved(out, probe, probe_scores, cfg.trust_remote_code, device)
+    def check_saved() -> dict:
+        write_probe(out / PROBE_FILE, probe, probe_scores)
+        return {"reload_max_score_diff": _verify_saved(out, probe, probe_scores, cfg.trust_remote_code, device)}
 
-    report = {
-        "template": template, "data": data.report, "head": head_names(model),
-        "heldout_before": before, "heldout_after": after, "reload_max_score_diff": reload_diff,
-        "train_log": metrics.rows[-1] if metrics.rows else None,
-    }
-    (out / "reward_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-    plot_curves(out / "metrics.jsonl", out / "curves.png", CURVES, title=f"reward model from {cfg.model}")
+    report = {"template": ctx.template, "data": data.report, "head": head_names(model), "heldout_before": before,
+              "heldout_after": after, "train_log": metrics.rows[-1] if metrics.rows else None}
+    finish_stage(ctx, model, curves=CURVES, title=f"reward model from {cfg.model}", report=report, after_save=check_saved)
     if after["accuracy"] is not None:
         log(f"held-out pairwise accuracy: {before['accuracy']:.3f} before -> {after['accuracy']:.3f} after "
             f"({after['pairs']} pairs, margin {after['margin']:.3f})")
-    log(f"saved reward model (backbone + head) to {out}; reload scores match (max diff {reload_diff:.2g})")
+    log(f"saved reward model (backbone + head) to {out}; reload scores match")
     return out
 
 

@@ -9,51 +9,29 @@ only skip TRL's tokenization step and keep everything else (losses, reference ha
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 from kotune.common.metrics import MetricsLog
-from kotune.common.run_folder import prepare_run_folder, run_identity
-from kotune.config import save_config
-from kotune.data.templates import install_template
-from kotune.models.load import stage_tokenizer
-from kotune.preference.models import resolve_precision, trl_precision_args
-from kotune.training.distributed import env_flag, is_first_process, launch_world_size
+from kotune.common.outputs import METRICS_JSONL
+from kotune.preference.models import trl_precision_args
+from kotune.training import stage as training_stage
+from kotune.training.distributed import env_flag, launch_world_size
 from kotune.training.tracking import trl_report_to
 
 
-class StageStart(NamedTuple):
-    out: Path
-    precision: str
-    tokenizer: object
-    template: str
-    log: object  # prints on the first process only
-
-
-def start_stage(cfg, log=print) -> StageStart:
-    """The opening every TRL-backed stage shares: output folder and config.yaml (first process), precision, the
-    tokenizer with the recipe's chat template. Messages are printed once per launch, not once per process."""
+def start_stage(cfg, stage: str, log=print) -> training_stage.StageContext:
+    """`kotune.training.stage.start_stage` for a TRL-backed stage, which runs with DDP only."""
     sharded = env_flag("ACCELERATE_USE_FSDP") or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
     if sharded:  # the first process saves and checks the model from its own copy of the weights: sharded, a part
         raise ValueError("the reward, DPO and RLOO/GRPO stages run with DDP (torchrun, --nproc, recipes/accelerate/"
                          "ddp.yaml), not with FSDP or ZeRO-3; for a model too large for that, use method=lora")
-    say = log if is_first_process() else (lambda *_args, **_kwargs: None)
-    out = Path(cfg.output_dir)
-    if is_first_process():  # refuses a folder holding another run (these stages do not resume)
-        stage = type(cfg).__name__.removesuffix("Config").lower()
-        prepare_run_folder(out, run_identity(stage, cfg), overwrite=cfg.overwrite, log=say)
-        save_config(cfg, out / "config.yaml")
-    tokenizer = stage_tokenizer(cfg)
-    template = install_template(tokenizer, cfg.data.template)
-    say(f"template: {template}")
-    return StageStart(out, resolve_precision(cfg.train.precision), tokenizer, template, say)
+    return training_stage.start_stage(cfg, stage, log)
 
 
 def training_args(config_cls, train, output_dir: str | Path, precision: str, **extra):
-    """A TRL `*Config` from our `TrainConfig`: global batch = micro batch x processes x accumulation."""
+    """A TRL `*Config` from our `OptimConfig`: global batch = micro batch x processes x accumulation."""
     # Not PartialState's count: on CPU it says 1 before TRL sets up torch.distributed (a batch N times too large).
     world = launch_world_size()
     per_step = train.micro_batch_size * world
@@ -99,12 +77,6 @@ def announce_processes(trainer, desc: str) -> None:
               f"({accelerator.distributed_type.value})", flush=True)
 
 
-def remove_if_empty(folder: str | Path) -> None:
-    """TRL creates its output_dir even with nothing to save there; drop it so a run folder holds only results."""
-    with contextlib.suppress(OSError):
-        Path(folder).rmdir()
-
-
 # TRL's log names -> the names SFT's loop writes (metrics.jsonl, progress bar), so every stage reads alike.
 METRIC_NAMES = {"learning_rate": "lr"}
 
@@ -138,13 +110,13 @@ def _progress_callback(desc: str):
     return _Progress()
 
 
-def metrics_callback(path: str | Path):
-    """A TrainerCallback writing every training log row (not the end-of-run summary) to metrics.jsonl."""
+def metrics_callback(out: str | Path):
+    """A TrainerCallback writing every training log row (not the end-of-run summary) to `out`/metrics.jsonl."""
     from transformers import TrainerCallback
 
     class _Metrics(TrainerCallback):
         def __init__(self) -> None:
-            self.log = MetricsLog(path)
+            self.log = MetricsLog(Path(out) / METRICS_JSONL)
             self.rows: list[dict] = []
 
         def on_log(self, args, state, control, logs=None, **kwargs):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kotune.config import opt
-from kotune.training.config import TrainConfig
+from kotune.training.config import StageConfig, TrainConfig
 
 
 @dataclass
@@ -39,18 +39,14 @@ class CorpusConfig:
             raise ValueError("block_size: must be at least 8")
 
 
-@dataclass
-class PretrainConfig:
-    """Causal-LM pre-training on raw text, from scratch (`init`) or continued from a checkpoint (`model`)."""
+@dataclass(kw_only=True)
+class PretrainConfig(StageConfig):
+    """Causal-LM pre-training on raw text, from scratch (`init`) or continued from a checkpoint (`model`).
+    Beside the model it writes tokens/ (the tokenized corpus) and eval.json (held-out perplexity)."""
 
-    output_dir: str = opt(help="where the model, tokenizer, token files, metrics and eval.json are written")
-    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
-                                 "it a used output_dir is refused (CLI: --overwrite)")
-    tokenizer: str | None = opt(None, "tokenizer folder or hub id; unset: the model's")
     model: str | None = opt(None, "continue pre-training this model (hub id or folder); unset: build from `init`")
     init: ModelInitConfig = opt(ModelInitConfig(), "architecture for a model trained from scratch")
     data: CorpusConfig = opt(CorpusConfig(), "the corpus")
-    trust_remote_code: bool = opt(False, "run code shipped with the model (only for models you trust)")
     train: TrainConfig = opt(TrainConfig(learning_rate=3e-4, epochs=1.0, global_batch_size=64, micro_batch_size=8,
                                          warmup_ratio=0.01, weight_decay=0.1), "optimisation")
 

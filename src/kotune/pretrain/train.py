@@ -10,16 +10,16 @@ from pathlib import Path
 import torch
 
 from kotune.common.losses import causal_lm_loss_sum
-from kotune.common.run_folder import prepare_run_folder, run_identity
-from kotune.config import save_config, to_dict
+from kotune.common.outputs import EVAL_JSON
+from kotune.config import to_dict
 from kotune.data.corpus import iter_documents
 from kotune.data.token_blocks import TokenBlocks, write_token_files
-from kotune.models.load import load_model, stage_tokenizer
+from kotune.models.load import load_model
 from kotune.pretrain.config import ModelInitConfig, PretrainConfig
 from kotune.training.attention import check_trainable as check_attention
 from kotune.training.attention import flex_trainable, packed_only_attention, use_attention
-from kotune.training.distributed import make_accelerator
-from kotune.training.loop import save_outputs, train_loop
+from kotune.training.loop import train_loop
+from kotune.training.stage import finish_stage, start_stage
 from kotune.training.tracking import PROJECT, flat_config
 
 
@@ -82,17 +82,11 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     """
     from transformers import AutoModelForCausalLM
 
-    out = Path(cfg.output_dir)
-    accelerator = make_accelerator(cfg.train, out)
-    say = log if accelerator.is_main_process else (lambda *_: None)
-    identity = run_identity("pretrain", cfg)
-    if accelerator.is_main_process:  # tokens/ is a cache keyed by corpus and tokenizer: kept by --overwrite
-        prepare_run_folder(out, identity, resume=cfg.train.resume, overwrite=cfg.overwrite, keep=("tokens",), log=say)
-    accelerator.wait_for_everyone()
-    tokenizer = stage_tokenizer(cfg)
-    if accelerator.is_main_process:
-        save_config(cfg, out / "config.yaml")
-        meta = prepare_tokens(cfg, tokenizer, say)
+    # tokens/ is a cache keyed by corpus and tokenizer: kept by --overwrite
+    ctx = start_stage(cfg, "pretrain", log, accelerate=True, keep=("tokens",))
+    out, accelerator, tokenizer, say = ctx.out, ctx.accelerator, ctx.tokenizer, ctx.log
+    if ctx.is_main:
+        prepare_tokens(cfg, tokenizer, say)
     accelerator.wait_for_everyone()
     accelerator.init_trackers(PROJECT, config=flat_config(cfg))  # train.report_to; the first process logs
     meta = json.loads((out / "tokens" / "tokens.json").read_text())
@@ -119,17 +113,14 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     say(f"model: {'continued from ' + cfg.model if cfg.model else 'random init ' + cfg.init.arch}, {n_params / 1e6:,.1f}M parameters")
 
     initial: list[float] = []  # held-out perplexity of the starting weights (not measured on a resumed run)
-    model = train_loop(accelerator, model, train_blocks, cfg.train, out, desc="pretrain", log=say, identity=identity,
+    model = train_loop(accelerator, model, train_blocks, cfg.train, out, desc="pretrain", log=say, identity=ctx.identity,
                        before_training=lambda m: initial.append(perplexity(m, eval_blocks, accelerator.device,
                                                                            cfg.data.eval_max_blocks)))
     before = initial[0] if initial else None
     after = perplexity(model, eval_blocks, accelerator.device, cfg.data.eval_max_blocks)
-    save_outputs(accelerator, model, tokenizer, out, title="pre-training")
-    if accelerator.is_main_process:
-        result = {"perplexity_before": before, "perplexity": after, "eval_blocks": min(len(eval_blocks), cfg.data.eval_max_blocks),
-                  "eval_tokens": meta["eval_tokens"], "parameters": n_params, "init": None if cfg.model else to_dict(cfg.init)}
-        (out / "eval.json").write_text(json.dumps(result, indent=1))
-        say(f"held-out perplexity: {after:,.2f}" + (f" (before training: {before:,.2f})" if before else ""))
-        say(f"saved to {out}")
-    accelerator.end_training()
+    result = {"perplexity_before": before, "perplexity": after, "eval_blocks": min(len(eval_blocks), cfg.data.eval_max_blocks),
+              "eval_tokens": meta["eval_tokens"], "parameters": n_params, "init": None if cfg.model else to_dict(cfg.init)}
+    finish_stage(ctx, model, curves=["loss", "lr", "grad_norm"], title="pre-training", report=result, report_file=EVAL_JSON)
+    say(f"held-out perplexity: {after:,.2f}" + (f" (before training: {before:,.2f})" if before else ""))
+    say(f"saved to {out}")
     return out

@@ -8,7 +8,7 @@ from typing import Literal
 from kotune.config import opt
 from kotune.data.formats import FORMATS
 from kotune.data.templates import TEMPLATE_NAMES
-from kotune.training.config import LoraConfig, TrainConfig
+from kotune.training.config import TrainConfig, TunedStageConfig, check_data_section
 
 
 @dataclass
@@ -20,28 +20,16 @@ class DataConfig:
     skip_invalid: bool = opt(False, "train without invalid records (each is listed) instead of stopping")
 
     def __post_init__(self) -> None:
-        if self.format is not None and self.format not in FORMATS:
-            raise ValueError(f"format: unknown {self.format!r}; known: {', '.join(FORMATS)}")
-        if self.template not in TEMPLATE_NAMES:
-            raise ValueError(f"template: unknown {self.template!r}; known: {', '.join(TEMPLATE_NAMES)}")
-        if self.max_length < 8:
-            raise ValueError("max_length: must be at least 8")
+        check_data_section(self)
 
 
-@dataclass
-class SFTConfig:
+@dataclass(kw_only=True)
+class SFTConfig(TunedStageConfig):
     """Supervised fine-tuning: full or LoRA, with prompt tokens masked out of the loss."""
 
-    model: str = opt(help="base model: hub id (EleutherAI/polyglot-ko-1.3b) or local folder")
-    output_dir: str = opt(help="where the model, tokenizer, config.yaml, metrics.jsonl and loss.png are written")
-    overwrite: bool = opt(False, "clear what an earlier run left in output_dir (outputs, checkpoints) first; without "
-                                 "it a used output_dir is refused (CLI: --overwrite)")
-    data: DataConfig = opt(DataConfig(), "training data")
-    tokenizer: str | None = opt(None, "tokenizer hub id or folder; unset: the model's")
-    trust_remote_code: bool = opt(False, "run code shipped with the model (only for models you trust)")
     method: Literal["full", "lora", "qlora"] = opt(
         "full", "full fine-tuning; LoRA adapters (PEFT); or QLoRA: LoRA on the base loaded in 4-bit NF4 (bitsandbytes)")
-    lora: LoraConfig = opt(LoraConfig(), "LoRA settings (method: lora | qlora)")
+    data: DataConfig = opt(DataConfig(), "training data")
     train: TrainConfig = opt(TrainConfig(), "optimisation")
 
     def __post_init__(self) -> None:

@@ -6,23 +6,22 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from kotune.common.run_folder import prepare_run_folder, run_identity
-from kotune.config import save_config
+from kotune.common.outputs import DATA_REPORT_JSON
 from kotune.data.collate import pack_batch, pad_batch
 from kotune.data.loading import load_examples
-from kotune.data.templates import install_template
 from kotune.data.tokenize import TokenizedExample, check_trainable, token_stats, tokenize_conversations
-from kotune.models.load import load_model, pin_adapter_base, stage_tokenizer
+from kotune.models.load import load_model
 from kotune.models.lora import apply_lora
 from kotune.sft.config import SFTConfig
 from kotune.training.attention import check_trainable as check_attention
 from kotune.training.attention import flex_trainable, plan_attention, use_attention
-from kotune.training.config import frozen_dtype, resolve_precision
-from kotune.training.distributed import make_accelerator
-from kotune.training.loop import save_outputs, train_loop
+from kotune.training.config import frozen_dtype
+from kotune.training.loop import train_loop
+from kotune.training.stage import finish_stage, start_stage
 from kotune.training.tracking import PROJECT, flat_config
 
 
+LOSS_CURVES = ["loss", "lr", "grad_norm"]
 SHOWN_PER_KIND = 10  # skipped records printed one per line; data_report.json lists every one
 
 
@@ -83,11 +82,11 @@ class SupervisedData:
         return pack_batch(pairs) if self.packed else pad_batch(pairs, self.pad_id)
 
 
-def build_model(cfg: SFTConfig, device=None):
+def build_model(cfg: SFTConfig, precision: str, device=None):
     """The model to train. Full fine-tuning keeps fp32 weights (the optimizer's master copy; autocast computes in
     bf16 on GPUs). LoRA's frozen base is held in the compute precision instead (bf16 on GPUs: half of fp32's
     memory; PEFT keeps the adapters in fp32), QLoRA's in 4-bit NF4."""
-    frozen = frozen_dtype(resolve_precision(cfg.train.precision))
+    frozen = frozen_dtype(precision)
     common = {"trust_remote_code": cfg.trust_remote_code, "attn_implementation": cfg.train.attn_implementation}
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
@@ -113,37 +112,23 @@ def run(cfg: SFTConfig, log=print) -> Path:
     Outputs: model or LoRA adapter + tokenizer with the training chat_template (safetensors), config.yaml,
     data_report.json, metrics.jsonl, loss.png, and resumable checkpoints under checkpoints/.
     """
-    out = Path(cfg.output_dir)
-    accelerator = make_accelerator(cfg.train, out)
-    say = log if accelerator.is_main_process else (lambda *_: None)
-    identity = run_identity("sft", cfg)
-    if accelerator.is_main_process:  # before anything is written: refuse a folder holding another run
-        prepare_run_folder(out, identity, resume=cfg.train.resume, overwrite=cfg.overwrite, log=say)
-    accelerator.wait_for_everyone()
-
-    tokenizer = stage_tokenizer(cfg)
-    template = install_template(tokenizer, cfg.data.template)
-    say(f"template: {template}")
-    examples, report = prepare_examples(cfg, tokenizer, say)
-    device = accelerator.device.type
+    ctx = start_stage(cfg, "sft", log, accelerate=True)
+    examples, report = prepare_examples(cfg, ctx.tokenizer, ctx.log)
+    device = ctx.device.type
     check_attention(cfg.train.attn_implementation, device)  # before loading: a kernel that cannot train here
-    model = build_model(cfg, accelerator.device)
+    model = build_model(cfg, ctx.precision, ctx.device)
     # Padding-free batches want a kernel that skips the blocks between packed sequences (kotune.training.attention).
     batching, attention = plan_attention(cfg.train.batching, cfg.train.attn_implementation, device,
                                          flex_ok=flex_trainable(model))
     use_attention(model, attention)
-    say(f"batching: {batching}, attention: {model.config._attn_implementation}")
-    if accelerator.is_main_process:
-        save_config(cfg, out / "config.yaml")
-        report = {**report, "template": template, "batching": batching,
+    ctx.log(f"batching: {batching}, attention: {model.config._attn_implementation}")
+    if ctx.is_main:
+        report = {**report, "template": ctx.template, "batching": batching,
                   "attention": model.config._attn_implementation, "method": cfg.method}
-        (out / "data_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-    accelerator.init_trackers(PROJECT, config=flat_config(cfg))  # train.report_to; the first process logs
-    data = SupervisedData(examples, tokenizer.pad_token_id, packed=batching == "padding_free")
-    model = train_loop(accelerator, model, data, cfg.train, out, desc="sft", log=say, identity=identity)
-    save_outputs(accelerator, model, tokenizer, out, title=f"SFT {cfg.model}")
-    if accelerator.is_main_process and cfg.method != "full":
-        pin_adapter_base(out)
-    say(f"saved to {out} ({'model' if cfg.method == 'full' else 'LoRA adapter'} + tokenizer with chat_template)")
-    accelerator.end_training()
-    return out
+        (ctx.out / DATA_REPORT_JSON).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    ctx.accelerator.init_trackers(PROJECT, config=flat_config(cfg))  # train.report_to; the first process logs
+    data = SupervisedData(examples, ctx.tokenizer.pad_token_id, packed=batching == "padding_free")
+    model = train_loop(ctx.accelerator, model, data, cfg.train, ctx.out, desc="sft", log=ctx.log, identity=ctx.identity)
+    finish_stage(ctx, model, curves=LOSS_CURVES, title=f"SFT {cfg.model}", adapter=cfg.method != "full")
+    ctx.log(f"saved to {ctx.out} ({'model' if cfg.method == 'full' else 'LoRA adapter'} + tokenizer with chat_template)")
+    return ctx.out

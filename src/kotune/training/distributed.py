@@ -11,14 +11,15 @@ from pathlib import Path
 import torch
 
 from kotune.data.batching import micro_batches_per_rank
-from kotune.training.config import TrainConfig, resolve_precision
+from kotune.common.device import resolve_precision
+from kotune.training.config import TrainConfig
 from kotune.training.tracking import accelerate_trackers
 
 
 def make_accelerator(cfg: TrainConfig, output_dir: Path | None = None):
     """The launch's Accelerator, logging to the trackers of `cfg.report_to` (their files under `output_dir`)."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, InitProcessGroupKwargs, TorchDynamoPlugin, set_seed
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs, TorchDynamoPlugin
 
     precision = resolve_precision(cfg.precision)
     mixed_precision = {"fp32": "no"}.get(precision, precision)  # the recipe decides, not the launch config
@@ -37,7 +38,6 @@ def make_accelerator(cfg: TrainConfig, output_dir: Path | None = None):
                               log_with=log_with, **dynamo)
     if accelerator.distributed_type == DistributedType.MULTI_CPU and env_flag("ACCELERATE_USE_FSDP"):
         _enable_fsdp2_on_cpu(accelerator, mixed_precision)
-    set_seed(cfg.seed)
     return accelerator
 
 

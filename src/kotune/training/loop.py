@@ -22,13 +22,15 @@ import torch
 import torch.nn.functional as F
 
 from kotune.common.checkpoint import begin_checkpoint, latest_checkpoint, publish_checkpoint
+from kotune.common.device import resolve_precision
 from kotune.common.host_memory import peak_rss_bytes
 from kotune.common.losses import IGNORE_INDEX, causal_lm_loss_sum, next_token_targets
-from kotune.common.metrics import MetricsLog, plot_curves
+from kotune.common.metrics import MetricsLog
+from kotune.common.outputs import METRICS_JSONL
 from kotune.common.run_folder import check_resume_step
 from kotune.data.batching import BatchPlan, split_for_rank
 from kotune.training import trainable_state
-from kotune.training.config import TrainConfig, resolve_precision
+from kotune.training.config import TrainConfig
 from kotune.training.distributed import configure_deepspeed
 from kotune.training.tracking import numeric
 
@@ -93,7 +95,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
                before_training: Callable[[torch.nn.Module], None] | None = None, identity: dict | None = None):
     """Train `model` on `data` for the steps `cfg` asks; returns the prepared (possibly wrapped) model.
 
-    Writes metrics.jsonl and loss.png into `out`, and resumable checkpoints under `out/checkpoints`.
+    Writes metrics.jsonl into `out`, and resumable checkpoints under `out/checkpoints`.
     `before_training(prepared_model)` runs on every process before the first step of a fresh run: under FSDP or
     ZeRO-3 only the prepared model can run a forward pass (its parameters are sharded until then).
     `identity` (`kotune.common.run_folder.run_identity`) goes into every checkpoint, so a resume can tell whether
@@ -133,7 +135,7 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
         accelerator.load_state(str(found[0]), **trainable_state.load_kwargs(accelerator, model))
         start_step = found[1]["step"]
         log(f"resumed from {found[0]} (step {start_step})")
-    metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if found else None) if is_main else None
+    metrics = MetricsLog(out / METRICS_JSONL, resume_step=start_step if found else None) if is_main else None
     log(f"training: {plan.total_steps} steps, {len(data):,} examples, global batch {cfg.global_batch_size}, "
         f"{world} process(es), {resolve_precision(cfg.precision)}")
 
@@ -190,14 +192,3 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     progress.close()
     accelerator.wait_for_everyone()
     return model
-
-
-def save_outputs(accelerator, model, tokenizer, out: Path, *, title: str) -> None:
-    """Main process: model or adapter (safetensors) + tokenizer into `out`, and loss.png from metrics.jsonl."""
-    state_dict = accelerator.get_state_dict(model)  # collective under FSDP / ZeRO-3: every process gathers
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
-        tokenizer.save_pretrained(out)
-        plot_curves(out / "metrics.jsonl", out / "loss.png", ["loss", "lr", "grad_norm"], title=title)
-    accelerator.wait_for_everyone()

@@ -60,7 +60,8 @@ def test_dpo_reference_is_bf16_and_trained_weights_fp32(sft_neox, toy_pairs, tmp
         f"model={sft_neox}", f"output_dir={tmp_path}", f"data.files=[{toy_pairs}]", "data.skip_invalid=true",
         "data.max_length=96", "data.eval_fraction=0", "train.global_batch_size=8", "train.micro_batch_size=8",
         "train.max_steps=1", "train.precision=bf16", f"method={method}", "lora.r=4"])
-    out, precision, tokenizer, _, log = tb.start_stage(cfg, lambda *_: None)
+    ctx = tb.start_stage(cfg, "dpo", lambda *_: None)
+    out, precision, tokenizer, log = ctx.out, ctx.precision, ctx.tokenizer, ctx.log
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
     policy = load_policy(cfg.model, dtype=policy_dtype(method, precision))
     trainer = build_trainer(cfg, policy, tokenizer, data, out, precision, [])

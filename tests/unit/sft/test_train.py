@@ -72,10 +72,10 @@ def test_lora_holds_its_frozen_base_in_the_compute_precision(tiny_llama, small_a
     """bf16 training: LoRA's frozen base in bf16 (half the memory), adapters in fp32; full fine-tuning keeps fp32."""
     from kotune.sft.train import build_model
 
-    lora = build_model(sft_config(tiny_llama, small_alpaca, tmp_path, "method=lora", "train.precision=bf16"))
+    lora = build_model(sft_config(tiny_llama, small_alpaca, tmp_path, "method=lora"), "bf16")
     dtypes = {p.requires_grad: p.dtype for p in lora.parameters()}
     assert dtypes == {False: torch.bfloat16, True: torch.float32}
-    full = build_model(sft_config(tiny_llama, small_alpaca, tmp_path, "train.precision=bf16"))
+    full = build_model(sft_config(tiny_llama, small_alpaca, tmp_path), "bf16")
     assert {p.dtype for p in full.parameters()} == {torch.float32}
 
 
@@ -89,7 +89,7 @@ def test_qlora_trains_adapters_on_a_4bit_base(tiny_llama, small_alpaca, tmp_path
 
     cfg = sft_config(tiny_llama, small_alpaca, tmp_path / "qlora", "method=qlora", "lora.r=4", "train.max_steps=6",
                      "train.learning_rate=1e-2", "data.template=ko_chat")
-    model = build_model(cfg)
+    model = build_model(cfg, "fp32")
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     assert {n for n, p in model.named_parameters() if p.requires_grad} and all(
         "lora_" in n for n, p in model.named_parameters() if p.requires_grad)

@@ -75,5 +75,5 @@ def test_trl_stages_refuse_sharded_launches(monkeypatch, tmp_path, env):
         monkeypatch.setenv(key, value)
     cfg = from_dict(DPOConfig, {"model": "m", "output_dir": str(tmp_path / "out"), "data": {"files": ["p.json"]}})
     with pytest.raises(ValueError, match="DDP"):
-        start_stage(cfg)
+        start_stage(cfg, "dpo")
     assert not (tmp_path / "out").exists()
