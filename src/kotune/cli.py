@@ -38,6 +38,9 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
                        help="redo STAGE (and every stage that starts from it) even if unchanged; repeatable")
         p.add_argument("--dry-run", action="store_true",
                        help="print each stage, run or skip, and why (what changed since it ran); run nothing")
+        p.add_argument("--check", action="store_true",
+                       help="build every stage's configuration (recipes, set: overrides, wired paths) and print OK per "
+                            "stage; run nothing (every run does this first)")
     if name in LAUNCHABLE_STAGES:
         p.add_argument("--nproc", type=int, default=None, metavar="N",
                        help="train with N processes: re-runs this command under torchrun (DDP), or under "
@@ -71,7 +74,7 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
         from kotune.pipeline.run import StageFailed
 
         try:
-            _import(run_path)(cfg, force=args.force, dry_run=args.dry_run)
+            _import(run_path)(cfg, force=args.force, dry_run=args.dry_run, check=args.check)
         except StageFailed as e:
             print(f"kotune: error: {e}", file=sys.stderr)
             return 1

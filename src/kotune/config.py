@@ -234,11 +234,12 @@ def load_config(cls: type[T], path: str | None, overrides: list[str] | None = No
         return from_dict(cls, data)
     except ConfigError as e:
         # A key given on the command line is blamed on the override that set it, not on the recipe file.
-        given = [o for o in overrides or [] if e.key and _sets(o.partition("=")[0].strip(), e.key)]
+        given = [o for o in overrides or [] if e.key and sets(o.partition("=")[0].strip(), e.key)]
         raise ConfigError(f"override {given[-1]!r}: {e}" if given else f"{path or 'overrides'}: {e}") from None
 
 
-def _sets(override_key: str, key: str) -> bool:
+def sets(override_key: str, key: str) -> bool:
+    """Whether an override of `override_key` sets (or is inside) the dotted `key`."""
     return key == override_key or key.startswith((f"{override_key}.", f"{override_key}["))
 
 
