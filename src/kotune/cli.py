@@ -107,53 +107,19 @@ def _data_commands(sub) -> None:
     preview.set_defaults(handler=lambda a: _import("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json),
                          command_parser=preview)
 
-    dedup = dsub.add_parser("dedup", help="drop near-duplicate instructions (character ROUGE-L F above the threshold, "
-                                          "Alpaca's rule) and report every dropped pair")
-    dedup.add_argument("file")
-    dedup.add_argument("--threshold", type=float, default=0.7,
-                       help="drop a record when its ROUGE-L F with a kept one is greater than this (default 0.7)")
-    dedup.add_argument("--out", default=None,
-                       help="where to write (default FILE.dedup.json or .jsonl, as FILE; a .json name writes a JSON array)")
-    dedup.set_defaults(handler=lambda a: _import("kotune.data.dedup.run")(a.file, a.threshold, a.out))
+    _config_command(dsub, "dedup", "drop near-duplicate instructions (character ROUGE-L F above the threshold, "
+                    "Alpaca's rule) and report every dropped pair", "kotune.data.dedup.DedupConfig", "kotune.data.dedup.run")
 
 
 def _model_commands(sub) -> None:
     model = sub.add_parser("model", help="build local models")
     msub = model.add_subparsers(dest="model_command", required=True, metavar="{tiny}")
-    tiny = msub.add_parser("tiny", help="train a Korean byte-level BPE tokenizer and save a tiny random model (tests, quickstart)")
-    tiny.add_argument("--arch", choices=["gpt-neox", "llama"], default="gpt-neox")
-    tiny.add_argument("--out", required=True)
-    tiny.add_argument("--corpus", nargs="*", default=None, help="text/data files for the tokenizer (default: shipped Korean samples)")
-    tiny.add_argument("--vocab-size", type=int, default=4000)
-    tiny.add_argument("--hidden", type=int, default=64)
-    tiny.add_argument("--layers", type=int, default=2)
-    tiny.add_argument("--heads", type=int, default=4)
-
-    def build(a: argparse.Namespace) -> int:
-        out = _import("kotune.models.tiny.build_tiny_model")(
-            a.out, arch=a.arch, corpus=a.corpus, vocab_size=a.vocab_size, hidden=a.hidden, layers=a.layers, heads=a.heads
-        )
-        print(f"saved tiny {a.arch} model and tokenizer to {out}")
-        return 0
-
-    tiny.set_defaults(handler=build)
-
+    _config_command(msub, "tiny", "train a Korean byte-level BPE tokenizer and save a tiny random model (tests, "
+                    "quickstart)", "kotune.models.tiny.TinyConfig", "kotune.models.tiny.run")
     lora = sub.add_parser("lora", help="LoRA adapter tools")
     lsub = lora.add_subparsers(dest="lora_command", required=True, metavar="{merge}")
-    merge = lsub.add_parser("merge", help="merge a LoRA adapter into its base model and save a plain model")
-    merge.add_argument("adapter")
-    merge.add_argument("--out", required=True)
-    merge.add_argument("--base", default=None, metavar="DIR",
-                       help="merge into this base model folder instead of the one the adapter records (a moved base)")
-    merge.add_argument("--trust-remote-code", action="store_true")
-
-    def do_merge(a: argparse.Namespace) -> int:
-        out = _import("kotune.models.lora.merge_adapter")(a.adapter, a.out, trust_remote_code=a.trust_remote_code,
-                                                        base=a.base)
-        print(f"merged model saved to {out}")
-        return 0
-
-    merge.set_defaults(handler=do_merge)
+    _config_command(lsub, "merge", "merge a LoRA adapter into its base model and save a plain model",
+                    "kotune.models.lora.MergeConfig", "kotune.models.lora.run")
 
 
 def _config_command(sub, name: str, help: str, config_path: str, run_path: str) -> None:
@@ -169,7 +135,7 @@ def _config_command(sub, name: str, help: str, config_path: str, run_path: str) 
         result = _import(run_path)(from_args(_import(config_path), args))
         return result if isinstance(result, int) else 0
 
-    p.set_defaults(handler=handler, command_parser=p)
+    p.set_defaults(handler=handler, command_parser=p, config=config_path)
 
 
 # Commands that are not recipe stages: group -> (group help, {command: (help, config dataclass, run function)}).

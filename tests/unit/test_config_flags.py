@@ -3,6 +3,7 @@ the config, and a command given no flags runs with exactly the dataclass's defau
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -13,8 +14,24 @@ import pytest
 import kotune.cli as cli
 from kotune.config import ConfigError, from_args
 
-COMMANDS = [((group, name) if group else (name,), spec[1])
-            for group, (_, commands) in cli.COMMANDS.items() for name, spec in commands.items()]
+
+
+def _config_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """(command words, config class) of every command built from a config dataclass, found in the parser itself."""
+    found = [(words, parser.get_default("config"))] if parser.get_default("config") else []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _config_commands(sub, (*words, name))
+    return found
+
+
+COMMANDS = _config_commands(cli.build_parser())
+
+
+def test_every_command_that_is_not_a_recipe_stage_is_built_from_a_config():
+    assert {" ".join(words) for words, _ in COMMANDS} == {
+        "tokenizer train", "eval kobest", "eval generate", "chat", "serve", "model tiny", "lora merge", "data dedup"}
 
 
 def _changed(name: str, tp, default):

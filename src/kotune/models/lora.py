@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from kotune.config import opt
 
 # Attention projections per architecture, as the seeds and PEFT's own defaults use them.
 TARGET_MODULES: dict[str, list[str]] = {
@@ -50,3 +53,20 @@ def merge_adapter(adapter_dir: str, out_dir: str, *, trust_remote_code: bool = F
     merged.save_pretrained(out, safe_serialization=True)
     load_tokenizer(adapter_dir, trust_remote_code=trust_remote_code).save_pretrained(out)
     return out
+
+
+@dataclass
+class MergeConfig:
+    """`kotune lora merge ADAPTER --out DIR`."""
+
+    adapter: str = opt(help="LoRA adapter folder (as `kotune sft method=lora` writes it)")
+    out: str = opt(help="folder for the merged model and tokenizer", cli="flag")
+    base: str | None = opt(None, "merge into this base model folder instead of the one the adapter records (a moved "
+                                 "base)")
+    trust_remote_code: bool = opt(False, "run Python code shipped with the model repository")
+
+
+def run(cfg: MergeConfig) -> None:
+    """`kotune lora merge`."""
+    out = merge_adapter(cfg.adapter, cfg.out, trust_remote_code=cfg.trust_remote_code, base=cfg.base)
+    print(f"merged model saved to {out}")

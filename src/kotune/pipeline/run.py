@@ -22,9 +22,9 @@ from pathlib import Path
 from kotune.config import ConfigError, apply_overrides, from_dict, read_recipe, save_config, sets, to_dict
 from kotune.eval.config import GenerateConfig, KobestConfig
 from kotune.pipeline.config import ORDER, PipelineConfig
-from kotune.pretrain.tokenizer_config import TokenizerConfig
 from kotune.pipeline.fingerprint import FileHashes, changes, flatten, strings, summary
 from kotune.pipeline.report import StageRun, write_pipeline_report
+from kotune.pretrain.tokenizer_config import TokenizerConfig
 from kotune.stages import LAUNCHABLE_STAGES, RECIPE_STAGES
 
 MARKERS = ".stages"  # run_dir/.stages/<stage>.json: written when a stage succeeds
@@ -181,10 +181,8 @@ class Pipeline:
         for stage in self.cfg.stages():
             try:
                 self.resolve(stage)
-            except ConfigError:
-                raise
-            except ValueError as e:  # a section's own check, as the stage would raise it
-                raise ConfigError(f"stage {stage}: {e}") from None
+            except ValueError as e:  # a section's own check on the values the pipeline set
+                raise e if isinstance(e, ConfigError) else ConfigError(f"stage {stage}: {e}") from None
             spec = getattr(self.cfg, stage)
             source = spec.recipe or "defaults" if stage in RECIPE_STAGES else "the pipeline recipe"
             lines.append(f"  {stage:<{width}}  OK  ({source}{' + set' if getattr(spec, 'set', None) else ''})")
