@@ -11,7 +11,8 @@ import yaml
 from kotune.cli import main
 from kotune.config import ConfigError, from_dict, load_config
 from kotune.pipeline.config import PipelineConfig
-from kotune.pipeline.run import run
+from kotune.pipeline.run import Pipeline, run
+from kotune_test_paths import REPO
 
 from test_rerun import FakePipeline, project  # noqa: F401  (the fixture)
 
@@ -58,3 +59,13 @@ def test_check_prints_ok_per_stage_and_runs_nothing(project, tmp_path, capsys):
     path.write_text(yaml.safe_dump(project))
     assert main(["pipeline", str(path), "--check"]) == 1
     assert "stage dpo: pipeline dpo.set.train.bogus: unknown key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in REPO.joinpath("recipes").glob("*.yaml")
+                                          if p.read_text(encoding="utf-8").startswith("# kotune pipeline")))
+def test_every_shipped_pipeline_checks_out(recipe, monkeypatch, tmp_path):
+    """Every stage of every shipped pipeline, with its recipe, `set:` and wired paths, builds (as `--check` does)."""
+    monkeypatch.chdir(REPO)
+    cfg = load_config(PipelineConfig, f"recipes/{recipe}", [f"run_dir={tmp_path / 'run'}"])
+    lines = Pipeline(cfg).validate()
+    assert [line.split()[0] for line in lines] == cfg.stages()
