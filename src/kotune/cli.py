@@ -163,7 +163,8 @@ def _config_commands(sub) -> None:
         parent = sub
         if group is not None:
             parser = sub.add_parser(group, help=group_help)
-            parent = parser.add_subparsers(dest=f"{group}_command", required=True, metavar="{" + ",".join(commands) + "}")
+            parent = parser.add_subparsers(dest=f"{group}_command", required=True,
+                                           metavar="{" + ",".join(commands) + "}")
         for name, spec in commands.items():
             _config_command(parent, name, *spec)
 

@@ -283,6 +283,10 @@ def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
 def _default(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
@@ -298,7 +302,8 @@ def _comma_list(item: type):
         try:
             return [item(part.strip()) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {_type_name(item)} values, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected comma-separated {_type_name(item)} values, "
+                                             f"got {text!r}") from None
 
     return parse
 
@@ -321,9 +326,9 @@ def add_flags(parser: Any, cls: type) -> None:
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help = f"{help} (default {shown})"
         kw: dict[str, Any] = {"help": help.replace("%", "%%")}
-        args = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+        union = get_origin(tp) in (typing.Union, types.UnionType)
+        args = [a for a in get_args(tp) if a is not type(None)] if union else [tp]
         base = args[0] if len(args) == 1 else str  # `int | str` (a number or `auto`) is read as text, checked by cls
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         if get_origin(base) is list:
             (item,) = get_args(base)
             if style == "comma":
@@ -341,7 +346,7 @@ def add_flags(parser: Any, cls: type) -> None:
         if required and style != "flag":
             parser.add_argument(f.name, **kw)
         else:
-            parser.add_argument(flag, dest=f.name, required=required, default=argparse.SUPPRESS, **kw)
+            parser.add_argument(_flag(f), dest=f.name, required=required, default=argparse.SUPPRESS, **kw)
 
 
 def from_args(cls: type[T], args: Any) -> T:
@@ -358,6 +363,5 @@ def from_args(cls: type[T], args: Any) -> T:
         # the field a type error is about, or the one a `__post_init__` check names first ("limit: must be ...")
         name = (e.key or "").split(".")[0].split("[")[0] or str(e).partition(":")[0]
         if name in data and not _required(fields[name]):  # a flag's value: say the flag the user typed
-            flag = fields[name].metadata.get("flag") or "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag}: {str(e).removeprefix(f'{name}: ')}") from None
+            raise ConfigError(f"{_flag(fields[name])}: {str(e).removeprefix(f'{name}: ')}") from None
         raise

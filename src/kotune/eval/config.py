@@ -87,7 +87,8 @@ class KobestSection(ModelOptions):
     limit: int | None = opt(None, "score only the first N test documents per task (quick checks; not comparable "
                                   "with published numbers)")
     batch_size: int | str = opt(8, "lm-eval batch size, or auto")
-    data_dir: str | None = opt(None, "folder with <task>/{train,validation,test}.jsonl (default: the shipped KoBEST v1.0)")
+    data_dir: str | None = opt(None, "folder with <task>/{train,validation,test}.jsonl (default: the shipped "
+                                     "KoBEST v1.0)")
 
     def __post_init__(self) -> None:
         self.tasks, self.shots = parse_tasks(self.tasks), parse_shots(self.shots)
