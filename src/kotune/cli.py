@@ -38,6 +38,9 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
                        help="redo STAGE (and every stage that starts from it) even if unchanged; repeatable")
         p.add_argument("--dry-run", action="store_true",
                        help="print each stage, run or skip, and why (what changed since it ran); run nothing")
+        p.add_argument("--check", action="store_true",
+                       help="build every stage's configuration (recipes, set: overrides, wired paths) and print OK per "
+                            "stage; run nothing (every run does this first)")
     if name in LAUNCHABLE_STAGES:
         p.add_argument("--nproc", type=int, default=None, metavar="N",
                        help="train with N processes: re-runs this command under torchrun (DDP), or under "
@@ -71,7 +74,7 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
         from kotune.pipeline.run import StageFailed
 
         try:
-            _import(run_path)(cfg, force=args.force, dry_run=args.dry_run)
+            _import(run_path)(cfg, force=args.force, dry_run=args.dry_run, check=args.check)
         except StageFailed as e:
             print(f"kotune: error: {e}", file=sys.stderr)
             return 1
@@ -104,53 +107,19 @@ def _data_commands(sub) -> None:
     preview.set_defaults(handler=lambda a: _import("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json),
                          command_parser=preview)
 
-    dedup = dsub.add_parser("dedup", help="drop near-duplicate instructions (character ROUGE-L F above the threshold, "
-                                          "Alpaca's rule) and report every dropped pair")
-    dedup.add_argument("file")
-    dedup.add_argument("--threshold", type=float, default=0.7,
-                       help="drop a record when its ROUGE-L F with a kept one is greater than this (default 0.7)")
-    dedup.add_argument("--out", default=None,
-                       help="where to write (default FILE.dedup.json or .jsonl, as FILE; a .json name writes a JSON array)")
-    dedup.set_defaults(handler=lambda a: _import("kotune.data.dedup.run")(a.file, a.threshold, a.out))
+    _config_command(dsub, "dedup", "drop near-duplicate instructions (character ROUGE-L F above the threshold, "
+                    "Alpaca's rule) and report every dropped pair", "kotune.data.dedup.DedupConfig", "kotune.data.dedup.run")
 
 
 def _model_commands(sub) -> None:
     model = sub.add_parser("model", help="build local models")
     msub = model.add_subparsers(dest="model_command", required=True, metavar="{tiny}")
-    tiny = msub.add_parser("tiny", help="train a Korean byte-level BPE tokenizer and save a tiny random model (tests, quickstart)")
-    tiny.add_argument("--arch", choices=["gpt-neox", "llama"], default="gpt-neox")
-    tiny.add_argument("--out", required=True)
-    tiny.add_argument("--corpus", nargs="*", default=None, help="text/data files for the tokenizer (default: shipped Korean samples)")
-    tiny.add_argument("--vocab-size", type=int, default=4000)
-    tiny.add_argument("--hidden", type=int, default=64)
-    tiny.add_argument("--layers", type=int, default=2)
-    tiny.add_argument("--heads", type=int, default=4)
-
-    def build(a: argparse.Namespace) -> int:
-        out = _import("kotune.models.tiny.build_tiny_model")(
-            a.out, arch=a.arch, corpus=a.corpus, vocab_size=a.vocab_size, hidden=a.hidden, layers=a.layers, heads=a.heads
-        )
-        print(f"saved tiny {a.arch} model and tokenizer to {out}")
-        return 0
-
-    tiny.set_defaults(handler=build)
-
+    _config_command(msub, "tiny", "train a Korean byte-level BPE tokenizer and save a tiny random model (tests, "
+                    "quickstart)", "kotune.models.tiny.TinyConfig", "kotune.models.tiny.run")
     lora = sub.add_parser("lora", help="LoRA adapter tools")
     lsub = lora.add_subparsers(dest="lora_command", required=True, metavar="{merge}")
-    merge = lsub.add_parser("merge", help="merge a LoRA adapter into its base model and save a plain model")
-    merge.add_argument("adapter")
-    merge.add_argument("--out", required=True)
-    merge.add_argument("--base", default=None, metavar="DIR",
-                       help="merge into this base model folder instead of the one the adapter records (a moved base)")
-    merge.add_argument("--trust-remote-code", action="store_true")
-
-    def do_merge(a: argparse.Namespace) -> int:
-        out = _import("kotune.models.lora.merge_adapter")(a.adapter, a.out, trust_remote_code=a.trust_remote_code,
-                                                        base=a.base)
-        print(f"merged model saved to {out}")
-        return 0
-
-    merge.set_defaults(handler=do_merge)
+    _config_command(lsub, "merge", "merge a LoRA adapter into its base model and save a plain model",
+                    "kotune.models.lora.MergeConfig", "kotune.models.lora.run")
 
 
 def _plan_command(sub) -> None:
@@ -165,108 +134,52 @@ def _plan_command(sub) -> None:
                                                                         a.json), command_parser=plan)
 
 
-def _tokenizer_commands(sub) -> None:
-    tokenizer = sub.add_parser("tokenizer", help="train Korean tokenizers")
-    tsub = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="{train}")
-    train = tsub.add_parser("train", help="train a byte-level BPE tokenizer on Korean corpora and report how well it fits")
-    train.add_argument("corpus", nargs="+", help=".txt (a document per line), .jsonl (text field) or any data format kotune reads")
-    train.add_argument("--vocab-size", type=int, required=True)
-    train.add_argument("--out", required=True)
-    train.add_argument("--style", choices=["gpt-neox", "llama"], default="gpt-neox", help="special tokens and BOS handling")
-    train.add_argument("--special-tokens", nargs="*", default=None, help="extra tokens never split (e.g. chat markers)")
-    train.add_argument("--compare", default=None, help="another tokenizer (folder or hub id) measured on the same held-out slice")
-    train.add_argument("--text-field", default="text")
-    train.add_argument("--unit", choices=["line", "paragraph"], default="line", help="plain text: document per line or paragraph")
 
-    def train_tokenizer(a: argparse.Namespace) -> int:
-        _import("kotune.pretrain.tokenizer.run")(a.corpus, vocab_size=a.vocab_size, out=a.out, style=a.style,
-                                                  special_tokens=a.special_tokens, compare=a.compare,
-                                                  text_field=a.text_field, unit=a.unit)
-        return 0
+def _config_command(sub, name: str, help: str, config_path: str, run_path: str) -> None:
+    """A command whose options are a config dataclass: one flag per field, then `run(cfg)`."""
+    from kotune.config import add_flags
 
-    train.set_defaults(handler=train_tokenizer)
+    p = sub.add_parser(name, help=help, description=help)
+    add_flags(p, _import(config_path))
+
+    def handler(args: argparse.Namespace) -> int:
+        from kotune.config import from_args
+
+        result = _import(run_path)(from_args(_import(config_path), args))
+        return result if isinstance(result, int) else 0
+
+    p.set_defaults(handler=handler, command_parser=p, config=config_path)
 
 
-def _engine_args(p: argparse.ArgumentParser) -> None:
-    """Arguments shared by the commands that load a model into the generation engine."""
-    p.add_argument("model", help="model folder, hub id or LoRA adapter folder (e.g. runs/quickstart-sft)")
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="weights dtype (default: bf16 on a GPU that supports it, else fp32)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for decoding (default: torch's; 1-2 is faster for small models on busy CPUs)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="run Python code shipped with the model repository (off by default)")
+# Commands that are not recipe stages: group -> (group help, {command: (help, config dataclass, run function)}).
+# Their flags come from the dataclass (kept light: building `kotune --help` imports it, never torch).
+COMMANDS: dict[str | None, tuple[str | None, dict[str, tuple[str, str, str]]]] = {
+    "tokenizer": ("train Korean tokenizers", {
+        "train": ("train a byte-level BPE tokenizer on Korean corpora and report how well it fits",
+                  "kotune.pretrain.tokenizer_config.TokenizerConfig", "kotune.pretrain.tokenizer.run")}),
+    "eval": ("evaluate models: KoBEST through lm-eval, generation checks, a Markdown report", {
+        "kobest": ("KoBEST through lm-evaluation-harness, offline: acc and macro-F1 per task and shot count, beside "
+                   "published numbers and any --baseline", "kotune.eval.config.KobestConfig", "kotune.eval.kobest.run"),
+        "generate": ("reply to a Korean prompt set with the model's chat template; report stop rate, repetition, "
+                     "distinct-1/2, length and looping replies", "kotune.eval.config.GenerateConfig",
+                     "kotune.eval.generate_eval.run")}),
+    None: (None, {
+        "chat": ("multi-turn chat in the terminal, streamed (/reset, /system TEXT, /exit)",
+                 "kotune.serve.config.ChatConfig", "kotune.serve.chat_cli.run"),
+        "serve": ("OpenAI-compatible API (/v1/chat/completions, streaming) and a chat page at /",
+                  "kotune.serve.config.ServeConfig", "kotune.serve.openai_api.run")}),
+}
 
 
-def _serve_commands(sub) -> None:
-    chat = sub.add_parser("chat", help="multi-turn chat in the terminal, streamed (/reset, /system TEXT, /exit)")
-    _engine_args(chat)
-    chat.add_argument("--system", default=None, help="system message for the conversation")
-    chat.add_argument("--max-new-tokens", type=int, default=512, help="longest reply in tokens (default 512)")
-    chat.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
-    chat.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
-    chat.add_argument("--top-k", type=int, default=0, help="0 = off (default)")
-    chat.add_argument("--repetition-penalty", type=float, default=1.1, help="1 = off (default 1.1)")
-    chat.add_argument("--seed", type=int, default=None, help="make replies reproducible")
-    chat.set_defaults(handler=lambda a: _import("kotune.serve.chat_cli.main")(a))
-
-    serve = sub.add_parser("serve", help="OpenAI-compatible API (/v1/chat/completions, streaming) and a chat page at /")
-    _engine_args(serve)
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="interface to bind (default 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    serve.add_argument("--api-key", default=None,
-                       help="require 'Authorization: Bearer KEY' on /v1 routes (default: $KOTUNE_API_KEY, else none)")
-    serve.add_argument("--served-model-name", default=None, help="model id for clients (default: the folder's name)")
-    serve.add_argument("--max-batch-size", type=int, default=16, help="requests decoded together (default 16)")
-    serve.add_argument("--max-queue", type=int, default=64, help="requests waiting for the batch; more get 429 (default 64)")
-    serve.add_argument("--max-prompt-tokens", type=int, default=None, help="longest prompt (default: the model's context)")
-    serve.add_argument("--max-tokens", type=int, default=1024, help="most tokens a request may ask for (default 1024)")
-    serve.add_argument("--allow-origin", dest="allow_origins", action="append", default=[], metavar="ORIGIN",
-                       help="let web pages from ORIGIN call the API (CORS); repeatable; the built-in page needs none")
-    serve.set_defaults(handler=lambda a: _import("kotune.serve.openai_api.main")(a))
-
-
-def _eval_common(p) -> None:
-    p.add_argument("--baseline", action="append", default=[], metavar="MODEL",
-                   help="another model evaluated the same way and shown beside MODEL; repeat for more (base vs SFT vs DPO)")
-    p.add_argument("--out", default=None, help="folder for results, report.md and charts (default runs/eval/<model name>)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto: bf16 on a GPU that supports it, else fp32")
-    p.add_argument("--trust-remote-code", action="store_true")
-
-
-def _eval_commands(sub) -> None:
-    ev = sub.add_parser("eval", help="evaluate models: KoBEST through lm-eval, generation checks, a Markdown report")
-    esub = ev.add_subparsers(dest="eval_command", required=True, metavar="{kobest,generate}")
-
-    kobest = esub.add_parser("kobest", help="KoBEST through lm-evaluation-harness, offline: acc and macro-F1 per task "
-                                            "and shot count, beside published numbers and any --baseline")
-    kobest.add_argument("model", help="model folder, hub id or LoRA adapter folder")
-    kobest.add_argument("--tasks", default="all", help="comma-separated, of boolq,copa,wic,hellaswag,sentineg (default all)")
-    kobest.add_argument("--shots", default="0", help="few-shot counts, one run each, e.g. 0,5,10 (default 0)")
-    kobest.add_argument("--limit", type=int, default=None,
-                        help="score only the first N test documents per task (quick checks; not comparable with published numbers)")
-    kobest.add_argument("--batch-size", default="8", help="lm-eval batch size, or auto (default 8)")
-    kobest.add_argument("--data-dir", default=None,
-                        help="folder with <task>/{train,validation,test}.jsonl (default: the KoBEST v1.0 shipped with kotune)")
-    _eval_common(kobest)
-    kobest.set_defaults(handler=lambda a: _import("kotune.eval.kobest.main")(a))
-
-    gen = esub.add_parser("generate", help="reply to a Korean prompt set with the model's chat template; report stop "
-                                           "rate, repetition, distinct-1/2, length and looping replies")
-    gen.add_argument("model", help="model folder, hub id or LoRA adapter folder")
-    gen.add_argument("--prompts", default=None,
-                     help="prompt file: .jsonl/.json records with prompt or messages, or one prompt per line "
-                          "(default: the 50 Korean prompts shipped with kotune)")
-    gen.add_argument("--max-new-tokens", type=int, default=256, help="token limit per reply (default 256)")
-    gen.add_argument("--batch-size", type=int, default=16, help="prompts decoded together (default 16)")
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, the default")
-    gen.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
-    _eval_common(gen)
-    gen.set_defaults(handler=lambda a: _import("kotune.eval.generate_eval.main")(a))
+def _config_commands(sub) -> None:
+    for group, (group_help, commands) in COMMANDS.items():
+        parent = sub
+        if group is not None:
+            parser = sub.add_parser(group, help=group_help)
+            parent = parser.add_subparsers(dest=f"{group}_command", required=True,
+                                           metavar="{" + ",".join(commands) + "}")
+        for name, spec in commands.items():
+            _config_command(parent, name, *spec)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,10 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         _recipe_stage(sub, name, help, config_path, run_path)
     _data_commands(sub)
     _plan_command(sub)
-    _tokenizer_commands(sub)
     _model_commands(sub)
-    _eval_commands(sub)
-    _serve_commands(sub)
+    _config_commands(sub)
     return parser
 
 

@@ -25,12 +25,19 @@ class ConfigError(ValueError):
     key: str | None = None
 
 
-def opt(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
-    """A dataclass field with a help text shown by `kotune <stage> --help`."""
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, cli: str | None = None,
+        **kw: Any) -> Any:
+    """A dataclass field with a help text shown by `kotune <stage> --help` (and as its flag's help).
+
+    `flag` names the command-line flag when it is not `--field-name`; `cli` says how `add_flags` reads the field:
+    "flag" (a required field given as a flag, not a positional), "comma" (a list as `a,b,c`), "repeat" (a list
+    as a repeated flag); by default a required field is positional and a list takes several values.
+    """
+    metadata = {"help": help, "flag": flag, "cli": cli}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         value = default
-        return dataclasses.field(default_factory=lambda: copy.deepcopy(value), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(value), metadata=metadata, **kw)
+    return dataclasses.field(default=default, metadata=metadata, **kw)
 
 
 def _type_name(tp: Any) -> str:
@@ -141,7 +148,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where or 'recipe'}: {e}") from None
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
 
 
 # libyaml's loader where PyYAML has it: it refuses nesting deeper than 1,000 levels at once, where the pure Python
@@ -227,11 +234,12 @@ def load_config(cls: type[T], path: str | None, overrides: list[str] | None = No
         return from_dict(cls, data)
     except ConfigError as e:
         # A key given on the command line is blamed on the override that set it, not on the recipe file.
-        given = [o for o in overrides or [] if e.key and _sets(o.partition("=")[0].strip(), e.key)]
+        given = [o for o in overrides or [] if e.key and sets(o.partition("=")[0].strip(), e.key)]
         raise ConfigError(f"override {given[-1]!r}: {e}" if given else f"{path or 'overrides'}: {e}") from None
 
 
-def _sets(override_key: str, key: str) -> bool:
+def sets(override_key: str, key: str) -> bool:
+    """Whether an override of `override_key` sets (or is inside) the dotted `key`."""
     return key == override_key or key.startswith((f"{override_key}.", f"{override_key}["))
 
 
@@ -266,3 +274,94 @@ def describe(cls: type, prefix: str = "") -> list[str]:
             default = "required"
         lines.append(f"  {prefix}{f.name} ({_type_name(tp)}, {default}): {f.metadata.get('help', '')}")
     return lines
+
+
+# --- command-line flags generated from a config dataclass ---------------------------------------------------
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _comma_list(item: type):
+    """argparse `type` for `--shots 0,5,10`: the comma-separated values as a list of `item`."""
+
+    def parse(text: str) -> list:
+        import argparse
+
+        try:
+            return [item(part.strip()) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {_type_name(item)} values, "
+                                             f"got {text!r}") from None
+
+    return parse
+
+
+def add_flags(parser: Any, cls: type) -> None:
+    """An argparse argument per field of dataclass `cls`, named, typed and documented by the field.
+
+    `max_new_tokens: int` becomes `--max-new-tokens N`; a `Literal` gives choices, a `bool` a switch, a list several
+    values (or see `opt`'s `cli`). Defaults stay in the dataclass: an absent flag leaves its field unset, so
+    `from_args` builds `cls` with the dataclass's own default (shown in the help).
+    """
+    import argparse
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, style, help = hints[f.name], f.metadata.get("cli"), f.metadata.get("help", "")
+        required = _required(f)
+        default = None if required else _default(f)
+        if default not in (None, False, [], "") and "default" not in help:
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            help = f"{help} (default {shown})"
+        kw: dict[str, Any] = {"help": help.replace("%", "%%")}
+        union = get_origin(tp) in (typing.Union, types.UnionType)
+        args = [a for a in get_args(tp) if a is not type(None)] if union else [tp]
+        base = args[0] if len(args) == 1 else str  # `int | str` (a number or `auto`) is read as text, checked by cls
+        if get_origin(base) is list:
+            (item,) = get_args(base)
+            if style == "comma":
+                kw.update(type=_comma_list(item), metavar=f.name.upper().rstrip("S") + ",...")
+            elif style == "repeat":
+                kw.update(action="append", type=item, metavar=f.name.upper().rstrip("S"))
+            else:
+                kw.update(nargs="+" if required else "*", type=item)
+        elif base is bool:
+            kw["action"] = "store_true"
+        elif get_origin(base) is Literal:
+            kw["choices"] = list(get_args(base))
+        else:
+            kw["type"] = base if base in (int, float) else str
+        if required and style != "flag":
+            parser.add_argument(f.name, **kw)
+        else:
+            parser.add_argument(_flag(f), dest=f.name, required=required, default=argparse.SUPPRESS, **kw)
+
+
+def from_args(cls: type[T], args: Any) -> T:
+    """Build `cls` from the argparse namespace `add_flags` filled (the flags given; defaults from `cls`).
+
+    Raises:
+        ConfigError: naming the flag of a value `cls` refuses.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    data = {name: getattr(args, name) for name in fields if hasattr(args, name)}
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        # the field a type error is about, or the one a `__post_init__` check names first ("limit: must be ...")
+        name = (e.key or "").split(".")[0].split("[")[0] or str(e).partition(":")[0]
+        if name in data and not _required(fields[name]):  # a flag's value: say the flag the user typed
+            raise ConfigError(f"{_flag(fields[name])}: {str(e).removeprefix(f'{name}: ')}") from None
+        raise

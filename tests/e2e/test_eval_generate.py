@@ -72,11 +72,12 @@ def rigged(tiny_neox, tmp_path_factory):
 
 
 def test_generate_flags_the_loop_and_passes_the_stop(rigged, tmp_path):
+    from kotune.eval.config import GenerateConfig
     from kotune.eval.generate_eval import run
 
     out = tmp_path / "eval"
-    data = run(str(rigged["looper"]), baselines=[str(rigged["stopper"])], max_new_tokens=MAX_NEW_TOKENS, limit=6,
-               batch_size=4, out=out)
+    data = run(GenerateConfig(model=str(rigged["looper"]), baselines=[str(rigged["stopper"])],
+                              max_new_tokens=MAX_NEW_TOKENS, limit=6, batch_size=4, out=str(out)))
 
     looper, stopper = data["models"]
     assert looper["summary"]["stop_rate"] == 0.0 and looper["summary"]["loop_rate"] == 1.0

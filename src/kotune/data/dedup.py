@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kotune.config import opt
+
 # Bounds are computed with a threshold this much lower, so float rounding can never prune a pair whose F,
 # computed as rouge_score computes it, is above the threshold (the bounds then only admit a few more pairs).
 _SLACK = 1e-9
@@ -298,7 +300,21 @@ def _write(records: list[object], out: Path) -> None:
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
-def run(path: str, threshold: float = 0.7, out: str | None = None, echo=print, show: int = 50) -> int:
+@dataclass
+class DedupConfig:
+    """`kotune data dedup FILE`."""
+
+    file: str = opt(help="a data file in any format kotune reads (JSON, JSON Lines)")
+    threshold: float = opt(0.7, "drop a record when its ROUGE-L F with a kept one is greater than this")
+    out: str | None = opt(None, "where to write (default FILE.dedup.json or .jsonl, as FILE; a .json name writes a "
+                                "JSON array)")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold: a ROUGE-L F is between 0 and 1, got {self.threshold}")
+
+
+def run(cfg: DedupConfig, echo=print, show: int = 50) -> int:
     """`kotune data dedup FILE`: drop near-duplicate records (file order), write the rest, report each pair.
 
     Writes OUT (default FILE.dedup.json/.jsonl; `.json` gives a JSON array, anything else JSON Lines) and
@@ -316,6 +332,7 @@ def run(path: str, threshold: float = 0.7, out: str | None = None, echo=print, s
     from kotune.data.records import read_records
     from kotune.data.schema import DataError, Problem
 
+    path, threshold, out = cfg.file, cfg.threshold, cfg.out
     raw = read_records(path)
     if raw.layout == "text":
         raise ValueError(f"{path}: plain-text conversation logs cannot be rewritten; convert them to JSON Lines first")

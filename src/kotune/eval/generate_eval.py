@@ -13,7 +13,6 @@ and the server): each prompt is rendered with the model's own chat template (`En
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from kotune.data.records import RecordError, decode_line, read_lines, read_records
 from kotune.data.schema import DataError, Problem
+from kotune.eval.config import GenerateConfig
 from kotune.eval.generation_checks import DEFAULT_LOOP_RULE, LoopRule, ReplyCheck, check_reply, summarize
 from kotune.eval.runs import (
     GENERATION_JSON,
@@ -196,41 +196,29 @@ def evaluate_model(path: str, prompts: Sequence[Prompt], *, label: str, max_new_
     return rows, checks, engine.template_note
 
 
-def run(model: str, *, prompts: str | Path = DEFAULT_PROMPTS, max_new_tokens: int = 256, batch_size: int = 16,
-        temperature: float = 0.0, baselines: Sequence[str] = (), out: str | Path | None = None,
-        limit: int | None = None, device: str | None = None, dtype: str = "auto",
-        trust_remote_code: bool = False) -> dict:
-    """Generate for every prompt with `model` (and each baseline), check the replies, write the results and report.
+def run(cfg: GenerateConfig) -> dict:
+    """Generate for every prompt with `cfg.model` (and each baseline), check the replies, write results and report.
 
     Args:
-        model: model folder, hub id or LoRA adapter folder.
-        prompts: prompt file (default: the shipped 50 Korean prompts).
-        max_new_tokens: the token limit; a reply that reaches it did not stop.
-        batch_size: prompts decoded together.
-        temperature: 0 = greedy (default: the model's most likely reply, so runs repeat exactly).
-        baselines: more models run the same way and shown beside `model`.
-        out: output folder (default runs/eval/<model name>).
-        limit: use only the first `limit` prompts.
+        cfg: the models, prompt file, decoding and loading options (see `GenerateConfig` for each field).
 
     Returns:
         The generation.json content: {"settings", "models": [{label, path, role, template_note, summary}]}.
     """
     from kotune.eval.report import generation_console_table, write_report
 
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ValueError("--max-new-tokens and --batch-size must be at least 1")
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit: expected a positive number of prompts, got {limit}")
-    items = load_prompts(prompts)[:limit]
-    out = Path(out) if out else default_out_dir(model)
-    paths = [model, *baselines]
+    prompts, max_new_tokens, temperature, baselines = (cfg.prompts or DEFAULT_PROMPTS, cfg.max_new_tokens,
+                                                       cfg.temperature, cfg.baselines)
+    items = load_prompts(prompts)[:cfg.limit]
+    out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model)
+    paths = [cfg.model, *baselines]
     started = time.time()
     all_rows: list[dict] = []
     entries = []
     for path, label, role in zip(paths, unique_labels(paths), ["model"] + ["baseline"] * len(baselines)):
         rows, checks, note = evaluate_model(path, items, label=label, max_new_tokens=max_new_tokens,
-                                            batch_size=batch_size, temperature=temperature, device=device,
-                                            dtype=dtype, trust_remote_code=trust_remote_code)
+                                            batch_size=cfg.batch_size, temperature=temperature, device=cfg.device,
+                                            dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         all_rows.extend({"model": label, **row} for row in rows)
         entries.append({"label": label, "path": str(path), "role": role, "template_note": note,
                         "summary": summarize([r["output"] for r in rows], checks),
@@ -240,7 +228,7 @@ def run(model: str, *, prompts: str | Path = DEFAULT_PROMPTS, max_new_tokens: in
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows)
     data = {
         "settings": {"prompts": str(prompts), "n_prompts": len(items), "max_new_tokens": max_new_tokens,
-                     "temperature": temperature, "batch_size": batch_size, "loop_rule": asdict(DEFAULT_LOOP_RULE),
+                     "temperature": temperature, "batch_size": cfg.batch_size, "loop_rule": asdict(DEFAULT_LOOP_RULE),
                      "seconds": round(time.time() - started, 1)},
         "models": entries,
     }
@@ -249,11 +237,3 @@ def run(model: str, *, prompts: str | Path = DEFAULT_PROMPTS, max_new_tokens: in
     report = write_report(out)
     print(f"wrote {out / GENERATIONS_JSONL} and {report}")
     return data
-
-
-def main(args: argparse.Namespace) -> int:
-    """`kotune eval generate` (see the CLI for the options)."""
-    run(args.model, prompts=args.prompts or DEFAULT_PROMPTS, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, temperature=args.temperature, baselines=args.baseline or (), out=args.out,
-        limit=args.limit, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    return 0

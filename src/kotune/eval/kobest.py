@@ -14,13 +14,13 @@ numbers are equal.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from kotune.common.device import resolve_device, resolve_precision
+from kotune.eval.config import KobestConfig, parse_batch_size, parse_shots, parse_tasks  # noqa: F401 (API)
 from kotune.eval.kobest_reference import TASKS
 from kotune.eval.report import kobest_console_table, write_report
 from kotune.eval.runs import (
@@ -36,45 +36,6 @@ DATA_DIR = resource_path("kobest", "v1.0")
 SPLITS = ("train", "validation", "test")
 
 
-# ------------------------------------------------------------------------------------------ arguments
-
-
-def parse_tasks(spec: str | Sequence[str]) -> list[str]:
-    """`"boolq,copa"`, `"all"`, or a list; `kobest_` prefixes and case are forgiven. Raises ValueError."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [s.strip().lower().removeprefix("kobest_") for s in items if s.strip()]
-    if names == ["all"]:
-        return list(TASKS)
-    unknown = [n for n in names if n not in TASKS]
-    if unknown or not names:
-        raise ValueError(f"--tasks: unknown KoBEST task {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {','.join(TASKS)} (or all)")
-    return list(dict.fromkeys(names))
-
-
-def parse_shots(spec: str | Sequence[int]) -> list[int]:
-    """`"0,5,10"` or a list of non-negative ints. Raises ValueError."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    try:
-        shots = [int(s) for s in items if str(s).strip()]
-    except ValueError:
-        raise ValueError(f"--shots: expected comma-separated integers like 0,5,10, got {spec!r}") from None
-    if not shots or any(k < 0 for k in shots):
-        raise ValueError(f"--shots: expected non-negative integers like 0,5,10, got {spec!r}")
-    return list(dict.fromkeys(shots))
-
-
-def parse_batch_size(value: str | int) -> int | str:
-    """A positive int, or `auto` (lm-eval finds the largest batch that fits)."""
-    if str(value) == "auto":
-        return "auto"
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"--batch-size: expected a positive integer or auto, got {value!r}")
-    return n
 
 
 # ------------------------------------------------------------------------------------------ lm-eval
@@ -192,23 +153,11 @@ def evaluate_model(path: str, *, tasks: Sequence[str], shots: Sequence[int], con
     return rows
 
 
-def run(model: str, *, tasks: str | Sequence[str] = TASKS, shots: str | Sequence[int] = (0,), limit: int | None = None,
-        batch_size: int | str = 8, out: str | Path | None = None, baselines: Sequence[str] = (),
-        data_dir: str | Path = DATA_DIR, device: str | None = None, dtype: str = "auto",
-        trust_remote_code: bool = False) -> dict:
-    """Evaluate `model` (and each baseline) on KoBEST; write kobest.json, lm-eval's raw results and report.md.
+def run(cfg: KobestConfig) -> dict:
+    """Evaluate `cfg.model` (and each baseline) on KoBEST; write kobest.json, lm-eval's raw results and report.md.
 
     Args:
-        model: model folder, hub id or LoRA adapter folder.
-        tasks: KoBEST tasks (`"boolq,copa"` or a list); all five by default.
-        shots: few-shot counts, each a separate run (`"0,5,10"`).
-        limit: evaluate only the first `limit` test documents per task (quick checks; not comparable to
-            published numbers).
-        batch_size: lm-eval batch size (or "auto").
-        out: output folder (default runs/eval/<model name>).
-        baselines: more models evaluated the same way and shown beside `model` (base vs SFT vs DPO).
-        data_dir: folder with <task>/{train,validation,test}.jsonl (default: the shipped KoBEST v1.0).
-        device / dtype: default cuda if available; bf16 on a GPU that supports it, else fp32.
+        cfg: the models, tasks, shot counts and loading options (see `KobestConfig` for each field).
 
     Returns:
         The kobest.json content: {"benchmark", "lm_eval_version", "settings", "models": [{label, path, role, scores}]}.
@@ -217,15 +166,13 @@ def run(model: str, *, tasks: str | Sequence[str] = TASKS, shots: str | Sequence
 
     from tqdm.auto import tqdm
 
-    tasks, shots = parse_tasks(tasks), parse_shots(shots)
-    batch_size = parse_batch_size(batch_size)
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit: expected a positive number of documents, got {limit}")
+    tasks, shots, limit, batch_size, baselines = cfg.tasks, cfg.shots, cfg.limit, cfg.batch_size, cfg.baselines
+    data_dir = cfg.data_dir or DATA_DIR
     configs = task_configs(tasks, data_dir)  # fails on missing data before any model is loaded
-    out = Path(out) if out else default_out_dir(model)
-    device = resolve_device(device)
-    dtype = resolve_precision(dtype, device)
-    paths = [model, *baselines]
+    out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model)
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.dtype, device)
+    paths = [cfg.model, *baselines]
     labels = unique_labels(paths)
     started = time.time()
     entries = []
@@ -233,7 +180,7 @@ def run(model: str, *, tasks: str | Sequence[str] = TASKS, shots: str | Sequence
         for path, label, role in zip(paths, labels, ["model"] + ["baseline"] * len(baselines)):
             rows = evaluate_model(path, tasks=tasks, shots=shots, configs=configs, limit=limit, batch_size=batch_size,
                                   device=device, dtype=dtype, out=out, label=label,
-                                  trust_remote_code=trust_remote_code, progress=bar)
+                                  trust_remote_code=cfg.trust_remote_code, progress=bar)
             entries.append({"label": label, "path": str(path), "role": role, "scores": rows})
     data = {
         "benchmark": "KoBEST v1.0, test splits",
@@ -248,11 +195,3 @@ def run(model: str, *, tasks: str | Sequence[str] = TASKS, shots: str | Sequence
     report = write_report(out)
     print(f"wrote {out / KOBEST_JSON} and {report}")
     return data
-
-
-def main(args: argparse.Namespace) -> int:
-    """`kotune eval kobest` (see the CLI for the options)."""
-    run(args.model, tasks=args.tasks, shots=args.shots, limit=args.limit, batch_size=args.batch_size, out=args.out,
-        baselines=args.baseline or (), data_dir=args.data_dir or DATA_DIR, device=args.device, dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code)
-    return 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from kotune.config import opt
 
 # Attention projections per architecture, as the origin projects (KoAlpaca, chatKoAlpaca) and PEFT's own defaults use them.
 TARGET_MODULES: dict[str, list[str]] = {
@@ -67,3 +70,20 @@ def _stored_dtype(base: str, trust_remote_code: bool):
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if dtype in (torch.float16, torch.bfloat16) else None
+
+
+@dataclass
+class MergeConfig:
+    """`kotune lora merge ADAPTER --out DIR`."""
+
+    adapter: str = opt(help="LoRA adapter folder (as `kotune sft method=lora` writes it)")
+    out: str = opt(help="folder for the merged model and tokenizer", cli="flag")
+    base: str | None = opt(None, "merge into this base model folder instead of the one the adapter records (a moved "
+                                 "base)")
+    trust_remote_code: bool = opt(False, "run Python code shipped with the model repository")
+
+
+def run(cfg: MergeConfig) -> None:
+    """`kotune lora merge`."""
+    out = merge_adapter(cfg.adapter, cfg.out, trust_remote_code=cfg.trust_remote_code, base=cfg.base)
+    print(f"merged model saved to {out}")

@@ -6,8 +6,11 @@ is randomly initialised from a small config of the chosen architecture.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
+from kotune.config import opt
 from kotune.data.corpus import iter_documents
 from kotune.models.tokenizer import train_bpe_tokenizer
 from kotune.resources import resource_path
@@ -41,26 +44,39 @@ def tiny_config(arch: str, tokenizer, *, hidden: int = 64, layers: int = 2, head
     raise ValueError(f"arch: unknown architecture {arch!r}; choose gpt-neox or llama")
 
 
-def build_tiny_model(
-    out_dir: str | Path,
-    *,
-    arch: str = "gpt-neox",
-    corpus: list[str | Path] | None = None,
-    vocab_size: int = 4000,
-    hidden: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    seed: int = 0,
-) -> Path:
+@dataclass
+class TinyConfig:
+    """`kotune model tiny --out DIR`: a tiny random model and its Korean tokenizer."""
+
+    out: str = opt(help="folder to save the model and tokenizer in", cli="flag")
+    arch: Literal["gpt-neox", "llama"] = opt("gpt-neox", "architecture")
+    corpus: list[str] = opt([], "text/data files for the tokenizer (default: shipped Korean samples)")
+    vocab_size: int = opt(4000, "tokenizer vocabulary size")
+    hidden: int = opt(64, "hidden size")
+    layers: int = opt(2, "layers")
+    heads: int = opt(4, "attention heads")
+    seed: int = opt(0, "seed of the random weights")
+
+
+def build_tiny_model(out_dir: str | Path, **options) -> Path:
     """Train a tokenizer on `corpus` (the shipped Korean samples by default), build a random tiny model and
-    save both (safetensors) to `out_dir`."""
+    save both (safetensors) to `out_dir`; `options` are `TinyConfig`'s fields."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    tokenizer = train_bpe_tokenizer(iter_documents(corpus or DEFAULT_CORPUS), vocab_size=vocab_size, style=arch)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, tokenizer, hidden=hidden, layers=layers, heads=heads))
+    cfg = TinyConfig(out=str(out_dir), **options)
+    tokenizer = train_bpe_tokenizer(iter_documents(cfg.corpus or DEFAULT_CORPUS), vocab_size=cfg.vocab_size,
+                                    style=cfg.arch)
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(cfg.arch, tokenizer, hidden=cfg.hidden, layers=cfg.layers,
+                                                         heads=cfg.heads))
     out = Path(out_dir)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+def run(cfg: TinyConfig) -> None:
+    """`kotune model tiny`."""
+    options = {k: v for k, v in asdict(cfg).items() if k != "out"}
+    print(f"saved tiny {cfg.arch} model and tokenizer to {build_tiny_model(cfg.out, **options)}")

@@ -1,6 +1,7 @@
 """The pipeline recipe: which stages run, each from its own stage recipe plus overrides.
 
-The pipeline wires the stages together (each one's model is the previous one's output, every output lives under
+The sections of the stages that are not recipe stages (tokenizer, evaluation) are those commands' own config
+classes less what the pipeline sets. The pipeline wires the stages together (each one's model is the previous one's output, every output lives under
 `run_dir`), so the stage recipes stay the same files users run one by one.
 """
 
@@ -9,16 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kotune.config import opt
+from kotune.eval.config import GenerateSection, KobestSection
+from kotune.pretrain.tokenizer_config import TokenizerSection
 
 # The order stages always run in; a recipe lists the ones it wants.
 ORDER = ("check", "tokenizer", "pretrain", "selfinstruct", "sft", "reward", "ppo", "dpo", "eval_kobest", "eval_generate")
-
-
-@dataclass
-class TokenizerStage:
-    corpus: list[str] = opt([], "corpus files for `kotune tokenizer train`")
-    vocab_size: int = opt(4000, "vocabulary size")
-    style: str = opt("gpt-neox", "gpt-neox | llama")
 
 
 @dataclass
@@ -28,36 +24,21 @@ class StageRecipe:
 
 
 @dataclass
-class KobestStage:
-    tasks: list[str] = opt(["boolq", "copa", "wic", "hellaswag", "sentineg"], "KoBEST tasks")
-    shots: list[int] = opt([0], "few-shot counts")
-    limit: int | None = opt(None, "first N test documents per task (quick runs; not comparable to published numbers)")
-    batch_size: int = opt(8, "lm-eval batch size")
-
-
-@dataclass
-class GenerateStage:
-    prompts: str | None = opt(None, "prompt file (default: the shipped 50 Korean prompts)")
-    limit: int | None = opt(None, "first N prompts")
-    max_new_tokens: int = opt(256, "a reply that reaches this did not stop")
-
-
-@dataclass
 class PipelineConfig:
     """Base -> [tokenizer -> pretrain] -> [selfinstruct] -> SFT -> [reward -> PPO | DPO] -> evaluation -> report."""
 
     run_dir: str = opt(help="one folder for every stage's output, the report and pipeline.json")
     base_model: str | None = opt(None, "the model SFT starts from (hub id or folder) when the pipeline does not pre-train one")
     check: list[str] = opt([], "data files to validate first (`kotune data check`); problems are reported, training decides")
-    tokenizer: TokenizerStage | None = opt(None, "train a Korean tokenizer for pre-training")
+    tokenizer: TokenizerSection | None = opt(None, "train a Korean tokenizer for pre-training")
     pretrain: StageRecipe | None = opt(None, "pre-train the base model")
     selfinstruct: StageRecipe | None = opt(None, "generate instruction data from a teacher; the output joins SFT's data")
     sft: StageRecipe | None = opt(None, "supervised fine-tuning")
     reward: StageRecipe | None = opt(None, "reward model (for PPO)")
     ppo: StageRecipe | None = opt(None, "PPO against the reward model")
     dpo: StageRecipe | None = opt(None, "DPO from the SFT model")
-    eval_kobest: KobestStage | None = opt(None, "KoBEST through lm-eval: the base model and every trained stage")
-    eval_generate: GenerateStage | None = opt(None, "generation checks: stop rate, repetition, loops")
+    eval_kobest: KobestSection | None = opt(None, "KoBEST through lm-eval: the base model and every trained stage")
+    eval_generate: GenerateSection | None = opt(None, "generation checks: stop rate, repetition, loops")
     nproc: int | None = opt(None, "train pretrain, sft, reward, dpo (and ppo with algo rloo|grpo) on N processes, each "
                                   "stage launched as `kotune STAGE --nproc N` would; the other stages run in this process")
     accelerate_config: str | None = opt(None, "launch those stages with this accelerate config (recipes/accelerate/)")

@@ -19,10 +19,12 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kotune.config import apply_overrides, from_dict, read_recipe, save_config, to_dict
+from kotune.config import ConfigError, apply_overrides, from_dict, read_recipe, save_config, sets, to_dict
+from kotune.eval.config import GenerateConfig, KobestConfig
 from kotune.pipeline.config import ORDER, PipelineConfig
 from kotune.pipeline.fingerprint import FileHashes, changes, flatten, strings, summary
 from kotune.pipeline.report import StageRun, write_pipeline_report
+from kotune.pretrain.tokenizer_config import TokenizerConfig
 from kotune.stages import LAUNCHABLE_STAGES, RECIPE_STAGES
 
 MARKERS = ".stages"  # run_dir/.stages/<stage>.json: written when a stage succeeds
@@ -67,11 +69,20 @@ def _dotted(mapping: dict, prefix: str = "") -> list[str]:
 
 
 def _stage_config(name: str, spec, wiring: dict):
-    """The stage's recipe + the pipeline's `set` overrides + the paths the pipeline wires in (which win)."""
-    data = read_recipe(spec.recipe) if spec.recipe else {}
-    data = apply_overrides(data or {}, _dotted(spec.set))
-    data = apply_overrides(data, _dotted(wiring))
-    return from_dict(_import(RECIPE_STAGES[name][1]), data, name)
+    """The stage's recipe + the pipeline's `set` overrides + the paths the pipeline wires in (which win).
+
+    Raises:
+        ConfigError: naming the stage, and the recipe file or the pipeline's `set` that holds the bad key.
+    """
+    where = f"stage {name}: {spec.recipe or 'no recipe'}"
+    overrides = _dotted(spec.set)
+    try:
+        data = read_recipe(spec.recipe) if spec.recipe else {}
+        data = apply_overrides(data or {}, overrides)
+        return from_dict(_import(RECIPE_STAGES[name][1]), apply_overrides(data, _dotted(wiring)))
+    except ConfigError as e:
+        given = [o.partition("=")[0] for o in overrides if e.key and sets(o.partition("=")[0], e.key)]
+        raise ConfigError(f"{f'stage {name}: pipeline {name}.set.{given[-1]}' if given else where}: {e}") from None
 
 
 def _now() -> str:
@@ -136,22 +147,46 @@ class Pipeline:
         return {**wiring, "reward_model": str(self.out("reward"))} if stage == "ppo" else wiring
 
     def resolve(self, stage: str):
-        """What `stage` runs with: its recipe's config dataclass (training stages) or a dict (the others)."""
+        """What `stage` runs with: its config dataclass with the pipeline's paths set (a dict for `check`)."""
         if stage in RECIPE_STAGES:
             return _stage_config(stage, getattr(self.cfg, stage), self._wiring(stage))
         if stage == "check":
             return {"files": list(self.cfg.check)}
+        section, out = to_dict(getattr(self.cfg, stage)), str(self.out(stage))
         if stage == "tokenizer":
-            return {**to_dict(self.cfg.tokenizer), "out": str(self.out("tokenizer"))}
-        models = [path for _, path in reversed(self.models)]  # the final model first
+            return TokenizerConfig(**section, out=out)
+        final, *earlier = [path for _, path in reversed(self.models)]  # the final model first
         if stage == "eval_kobest":
             from kotune.eval.kobest import DATA_DIR
 
-            return {**to_dict(self.cfg.eval_kobest), "models": models, "data_dir": str(DATA_DIR)}
+            return KobestConfig(**{**section, "data_dir": section["data_dir"] or str(DATA_DIR)}, model=final,
+                                baselines=earlier, out=out)
         from kotune.eval.generate_eval import DEFAULT_PROMPTS
 
-        g = self.cfg.eval_generate
-        return {**to_dict(g), "prompts": str(g.prompts or DEFAULT_PROMPTS), "models": models}
+        return GenerateConfig(**{**section, "prompts": section["prompts"] or str(DEFAULT_PROMPTS)}, model=final,
+                              baselines=earlier, out=out)
+
+    def validate(self) -> list[str]:
+        """Build every stage's configuration as the run will, before any stage runs: a bad key or value in the
+        last stage's recipe fails now, not after hours of training.
+
+        Returns:
+            One line per stage: `STAGE  OK  (what it is built from)`.
+
+        Raises:
+            ConfigError: naming the stage, the file (or the pipeline's `set`) and the key.
+        """
+        width = max(len(s) for s in self.cfg.stages())
+        lines = []
+        for stage in self.cfg.stages():
+            try:
+                self.resolve(stage)
+            except ValueError as e:  # a section's own check on the values the pipeline set
+                raise e if isinstance(e, ConfigError) else ConfigError(f"stage {stage}: {e}") from None
+            spec = getattr(self.cfg, stage)
+            source = spec.recipe or "defaults" if stage in RECIPE_STAGES else "the pipeline recipe"
+            lines.append(f"  {stage:<{width}}  OK  ({source}{' + set' if getattr(spec, 'set', None) else ''})")
+        return lines
 
     def fingerprint(self, stage: str, settings: dict) -> dict:
         """The resolved settings, the content of every file or folder they name, and the earlier stages' runs.
@@ -224,6 +259,7 @@ class Pipeline:
 
     def dry_run(self) -> list[Step]:
         """Print what a run would do with each stage, and why; runs and writes nothing."""
+        self.validate()
         steps = self.plan()
         if self.run_dir.is_dir():  # keep the hashes, so the run after it does not read a large model again
             self.hashes.save()
@@ -236,6 +272,7 @@ class Pipeline:
         return steps
 
     def run(self) -> Path:
+        self.validate()  # every stage's configuration, before the first stage runs
         steps = self.plan()
         self.hashes.save()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -302,10 +339,10 @@ class Pipeline:
         for line in lines[:12]:
             self.log(f"  {line}")
 
-    def tokenizer(self, cfg: dict) -> None:
+    def tokenizer(self, cfg: TokenizerConfig) -> None:
         from kotune.pretrain.tokenizer import run as train
 
-        train(cfg["corpus"], vocab_size=cfg["vocab_size"], out=cfg["out"], style=cfg["style"], log=self.log)
+        train(cfg, log=self.log)
 
     def _train(self, stage: str, cfg) -> None:
         # A stage runs only when it has no completion marker: whatever is in its folder is a failed try (kept only
@@ -356,19 +393,15 @@ class Pipeline:
     def dpo(self, cfg) -> None:
         self._train("dpo", cfg)
 
-    def eval_kobest(self, cfg: dict) -> None:
+    def eval_kobest(self, cfg: KobestConfig) -> None:
         from kotune.eval.kobest import run as kobest
 
-        final, *earlier = cfg["models"]
-        kobest(final, tasks=cfg["tasks"], shots=cfg["shots"], limit=cfg["limit"], batch_size=cfg["batch_size"],
-               out=self.out("eval_kobest"), baselines=earlier, data_dir=cfg["data_dir"])
+        kobest(cfg)
 
-    def eval_generate(self, cfg: dict) -> None:
+    def eval_generate(self, cfg: GenerateConfig) -> None:
         from kotune.eval.generate_eval import run as generate
 
-        final, *earlier = cfg["models"]
-        generate(final, prompts=cfg["prompts"], max_new_tokens=cfg["max_new_tokens"], limit=cfg["limit"],
-                 out=self.out("eval_generate"), baselines=earlier)
+        generate(cfg)
 
 
 def _as_dict(cfg) -> dict:
@@ -380,9 +413,17 @@ def _shown_date(iso: str | None) -> str:
     return f"{iso[:10]} {iso[11:16]} UTC" if iso else "an unknown date"
 
 
-def run(cfg: PipelineConfig, force: list[str] | None = None, dry_run: bool = False, log=print) -> Path | None:
-    """Run the pipeline (or, with `dry_run`, print what it would run and why) and return the report's path."""
+def run(cfg: PipelineConfig, force: list[str] | None = None, dry_run: bool = False, check: bool = False,
+        log=print) -> Path | None:
+    """Run the pipeline and return the report's path; with `dry_run`, print what it would run and why; with
+    `check`, only build every stage's configuration and print OK per stage. Each checks every stage first."""
     pipeline = Pipeline(cfg, force, log)
+    if check:
+        lines = pipeline.validate()
+        log(f"{cfg.run_dir}: {len(lines)} stages check out, nothing run")
+        for line in lines:
+            log(line)
+        return None
     if dry_run:
         pipeline.dry_run()
         return None

@@ -7,23 +7,25 @@ from pathlib import Path
 
 from kotune.data.corpus import iter_documents
 from kotune.models.tokenizer import split_held_out, tokenizer_stats, train_bpe_tokenizer
+from kotune.pretrain.tokenizer_config import TokenizerConfig
 
 HELD_OUT_EVERY = 100
 HELD_OUT_LIMIT = 2000
 
 
-def run(corpus: list[str], *, vocab_size: int, out: str, style: str = "gpt-neox", special_tokens: list[str] | None = None,
-        compare: str | None = None, text_field: str = "text", unit: str = "line", log=print) -> dict:
-    """Train on every document but each 100th (held out, up to 2,000), save to `out`, and report fit.
+def run(cfg: TokenizerConfig, log=print) -> dict:
+    """Train on every document but each 100th (held out, up to 2,000), save to `cfg.out`, and report fit.
 
     Returns:
         {"kotune": stats, "compare": stats or None} as also written to `out/tokenizer_report.json`.
     """
     from transformers import AutoTokenizer
 
+    out, compare = cfg.out, cfg.compare
     held_out: list[str] = []
-    docs = split_held_out(iter_documents(corpus, text_field=text_field, unit=unit), HELD_OUT_EVERY, held_out, HELD_OUT_LIMIT)
-    tokenizer = train_bpe_tokenizer(docs, vocab_size=vocab_size, style=style, extra_special_tokens=special_tokens)
+    docs = iter_documents(cfg.corpus, text_field=cfg.text_field, unit=cfg.unit)
+    docs = split_held_out(docs, HELD_OUT_EVERY, held_out, HELD_OUT_LIMIT)
+    tokenizer = train_bpe_tokenizer(docs, vocab_size=cfg.vocab_size, style=cfg.style, extra_special_tokens=cfg.special_tokens)
     tokenizer.save_pretrained(out)
     if not held_out:
         raise ValueError(f"corpus: fewer than {HELD_OUT_EVERY} documents, so none could be held out for the report")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from kotune.models.generate import Engine, SamplingParams
+from kotune.serve.config import ChatConfig
 
 HELP = "commands: /reset (new conversation), /system TEXT (set the system message), /exit (quit)"
 USER_PROMPT = "\n사용자> "
@@ -107,21 +108,20 @@ def _write_stdout(text: str) -> None:
     sys.stdout.flush()
 
 
-def main(args) -> int:
-    """Entry point for `kotune chat`: `args` has model, dtype, device, threads, trust_remote_code, system and the
-    sampling options (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)."""
+def run(cfg: ChatConfig) -> int:
+    """`kotune chat`: load `cfg.model` into the engine and chat in the terminal until /exit or end of input."""
     try:
         import readline  # noqa: F401  (line editing and history for input(), Hangul included)
     except ImportError:
         pass
-    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                            top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
-    engine = Engine.load(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
-                         max_batch_size=1, threads=getattr(args, "threads", None))
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                            top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
+    engine = Engine.load(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
+                         max_batch_size=1, threads=cfg.threads)
     try:
         if engine.template_note:
             print(f"note: {engine.template_note}")
-        print(f"kotune chat with {args.model}; {HELP}")
-        return chat_loop(engine, params, system=args.system)
+        print(f"kotune chat with {cfg.model}; {HELP}")
+        return chat_loop(engine, params, system=cfg.system)
     finally:
         engine.close()

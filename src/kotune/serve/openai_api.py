@@ -24,7 +24,7 @@ import re
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -36,52 +36,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kotune.models.generate import Engine, EngineBusy, Output, SamplingParams
 from kotune.serve import protocol as p
+from kotune.serve.config import ServeConfig
 
 log = logging.getLogger("kotune.serve")
-
-
-@dataclass
-class ServeConfig:
-    """Options of `kotune serve`."""
-
-    model: str
-    """Model folder, hub id or LoRA adapter folder (as written by `kotune sft`)."""
-    host: str = "127.0.0.1"
-    """Interface to bind; 0.0.0.0 exposes the server to the network (set an API key then)."""
-    port: int = 8000
-    api_key: str | None = None
-    """When set, /v1 routes require `Authorization: Bearer <key>`."""
-    served_model_name: str | None = None
-    """The model id clients send and /v1/models lists (default: the model folder's name)."""
-    max_batch_size: int = 16
-    """Requests decoded together."""
-    max_queue: int = 64
-    """Requests waiting for a batch slot; more get HTTP 429."""
-    max_prompt_tokens: int | None = None
-    """Longest prompt accepted, in tokens (default: the model's context length)."""
-    max_tokens: int = 1024
-    """Most tokens one request may ask for (and the default for chat requests that do not say)."""
-    allow_origins: list[str] = field(default_factory=list)
-    """Web origins allowed to call the API from a browser (CORS); the built-in page needs none."""
-    dtype: str = "auto"
-    device: str | None = None
-    threads: int | None = None
-    """torch CPU threads for decoding (default: torch's; 1-2 is faster for small models on shared CPUs)."""
-    trust_remote_code: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port: {self.port} is not a TCP port (1-65535)")
-        for name in ("max_batch_size", "max_queue", "max_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("max_prompt_tokens", "threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ValueError("api_key: must not be empty (leave it out to serve without a key)")
-        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"dtype: {self.dtype!r} is not one of auto, fp32, bf16, fp16")
 
 
 class APIError(Exception):
@@ -470,8 +427,12 @@ def bind(host: str, port: int) -> list[socket.socket]:
 
 
 def run(cfg: ServeConfig) -> None:
-    """Check the port, load the model and serve until interrupted."""
+    """Check the port, load the model and serve until interrupted (the API key from $KOTUNE_API_KEY if unset)."""
     import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if cfg.api_key is None and os.environ.get("KOTUNE_API_KEY"):
+        cfg = replace(cfg, api_key=os.environ["KOTUNE_API_KEY"])
 
     if not _is_loopback(cfg.host) and cfg.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach port %d can use the model",
@@ -494,13 +455,3 @@ def run(cfg: ServeConfig) -> None:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def main(args) -> int:
-    """Entry point for `kotune serve`: `args` carries the ServeConfig fields (argparse namespace)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fields = {k: getattr(args, k) for k in ServeConfig.__dataclass_fields__ if hasattr(args, k)}
-    fields["api_key"] = fields.get("api_key") or os.environ.get("KOTUNE_API_KEY") or None
-    fields["allow_origins"] = list(fields.get("allow_origins") or [])
-    run(ServeConfig(**fields))
-    return 0

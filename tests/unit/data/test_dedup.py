@@ -9,7 +9,7 @@ from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer
 
 from kotune_test_paths import SAMPLES
-from kotune.data.dedup import DedupIndex, KoreanCharTokenizer, dedup, normalize, rouge_l, rouge_l_f, run
+from kotune.data.dedup import DedupConfig, DedupIndex, KoreanCharTokenizer, dedup, normalize, rouge_l, rouge_l_f, run
 
 NEAR_COPIES = [  # (kept first, then its near-copy): an ending, a particle, a dropped word, spacing and punctuation
     ("건강을 유지하기 위한 세 가지 팁을 알려주세요.", "건강을 유지하기 위한 세 가지 팁을 알려 주세요!"),
@@ -158,7 +158,7 @@ def test_data_dedup_writes_kept_records_unchanged_and_reports_each_pair(tmp_path
     src = tmp_path / "data.jsonl"
     write_jsonl(src, records)
     lines = []
-    assert run(str(src), echo=lines.append) == 0
+    assert run(DedupConfig(file=str(src)), echo=lines.append) == 0
     out = tmp_path / "data.dedup.jsonl"
     kept = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
     assert kept == [records[0], records[1], records[4]]  # the invalid record passes through, listed
@@ -167,8 +167,8 @@ def test_data_dedup_writes_kept_records_unchanged_and_reports_each_pair(tmp_path
     assert any(l.startswith(f"{src}:3: dropped") and "~ line 1" in l for l in lines)
     assert any(l.startswith(f"{src}:5: instruction: empty") for l in lines)
     # a lower threshold drops more; --out names the file, and a .json name gives a JSON array
-    run(str(src), threshold=0.3, out=str(tmp_path / "loose.json"), echo=lines.append)
+    run(DedupConfig(file=str(src), threshold=0.3, out=str(tmp_path / "loose.json")), echo=lines.append)
     loose = json.loads((tmp_path / "loose.json").read_text(encoding="utf-8"))
     assert len(loose) <= len(kept)
     with pytest.raises(ValueError, match="is the input file"):
-        run(str(src), out=str(src), echo=lines.append)
+        run(DedupConfig(file=str(src), out=str(src)), echo=lines.append)

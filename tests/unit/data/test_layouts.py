@@ -83,7 +83,7 @@ def decisions(path, tmp_path) -> dict:
     out["check_counts"] = [l for l in lines if l.startswith("  ") or l.startswith("problems:")]
 
     dedup_out = tmp_path / f"{path.name}.dedup.jsonl"
-    dedup.run(str(path), out=str(dedup_out), echo=lambda _: None)
+    dedup.run(dedup.DedupConfig(file=str(path), out=str(dedup_out)), echo=lambda _: None)
     out["dedup_kept"] = read_jsonl(dedup_out)
     rows = read_jsonl(dedup_out.with_name(f"{dedup_out.stem}.dropped.jsonl"))
     out["dedup_dropped"] = [(r["record"], r["kept_record"], r["instruction"], r["kept_instruction"], r["rouge_l"]) for r in rows]
@@ -148,7 +148,7 @@ def test_one_line_array_of_distinct_records_keeps_them_all(tmp_path):
     path = tmp_path / "one_line.json"
     path.write_text(json.dumps(recs, ensure_ascii=False), encoding="utf-8")
     echoed = []
-    dedup.run(str(path), out=str(tmp_path / "out.json"), echo=echoed.append)
+    dedup.run(dedup.DedupConfig(file=str(path), out=str(tmp_path / "out.json")), echo=echoed.append)
     kept = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
     assert kept == recs[:-1]
     (row,) = read_jsonl(tmp_path / "out.dropped.jsonl")

@@ -82,9 +82,9 @@ def test_argument_parsing():
     assert parse_batch_size("auto") == "auto" and parse_batch_size("4") == 4
     with pytest.raises(ValueError, match="unknown KoBEST task hellaswg; choose from boolq,copa"):
         parse_tasks("boolq,hellaswg")
-    with pytest.raises(ValueError, match="--shots"):
+    with pytest.raises(ValueError, match="shots: "):
         parse_shots("0,five")
-    with pytest.raises(ValueError, match="--shots"):
+    with pytest.raises(ValueError, match="shots: "):
         parse_shots("-1")
-    with pytest.raises(ValueError, match="--batch-size"):
+    with pytest.raises(ValueError, match="batch_size: "):
         parse_batch_size("0")

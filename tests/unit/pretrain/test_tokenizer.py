@@ -8,6 +8,7 @@ from kotune_test_paths import SAMPLES
 from kotune.data.corpus import iter_documents
 from kotune.models.tokenizer import tokenizer_stats
 from kotune.pretrain.tokenizer import run
+from kotune.pretrain.tokenizer_config import TokenizerConfig
 
 KOREAN = ["안녕하세요, 반갑습니다! 오늘 날씨가 참 좋네요.", "빅데이터·AI 시대의 한국어 처리 — 띄어쓰기 없이도잘되나요?",
           "뷁 똠 햏 같은 드문 글자와 이모지 😀, English mixed 123."]
@@ -16,7 +17,8 @@ KOREAN = ["안녕하세요, 반갑습니다! 오늘 날씨가 참 좋네요.", "
 def test_trained_tokenizer_round_trips_and_reports(tmp_path):
     out = tmp_path / "tok"
     logged = []
-    report = run([str(SAMPLES / "chatbotdata_ko.txt")], vocab_size=3000, out=str(out), style="llama", log=logged.append)
+    cfg = TokenizerConfig(corpus=[str(SAMPLES / "chatbotdata_ko.txt")], vocab_size=3000, out=str(out), style="llama")
+    report = run(cfg, log=logged.append)
     tok = AutoTokenizer.from_pretrained(out)
     for text in KOREAN:
         ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -29,8 +31,9 @@ def test_trained_tokenizer_round_trips_and_reports(tmp_path):
 
 
 def test_compare_reports_both_on_the_same_slice(tmp_path, tiny_neox):
-    report = run([str(SAMPLES / "chatbotdata_ko.txt")], vocab_size=600, out=str(tmp_path / "small"), compare=str(tiny_neox),
-                 log=lambda *_: None)
+    cfg = TokenizerConfig(corpus=[str(SAMPLES / "chatbotdata_ko.txt")], vocab_size=600, out=str(tmp_path / "small"),
+                          compare=str(tiny_neox))
+    report = run(cfg, log=lambda *_: None)
     assert report["compare"]["documents"] == report["kotune"]["documents"] == report["held_out_documents"]
     # A 600-token vocabulary covers far fewer syllables than the 2,000-token one it is compared with.
     assert report["kotune"]["byte_fallback_rate"] > report["compare"]["byte_fallback_rate"]
