@@ -1,7 +1,8 @@
 """Run in a fresh process: peak host memory of kotune's training step on a random model built from a config.
 
 Prints one JSON line: {"measured": bytes, "params": n}. The measured quantity is the peak resident set size
-(ru_maxrss) of this process after the model is built and two optimizer steps run, minus the same peak taken just
+(VmHWM: the high-water mark of this process's own address space; ru_maxrss would carry the pytest parent's
+size over fork and exec) of this process after the model is built and two optimizer steps run, minus the same peak taken just
 before the model is built (after the imports and a warm-up step of a 2-layer model, which pages in the code and
 kernels the real step uses). glibc is told to serve every allocation over 64 KiB with mmap
 (MALLOC_MMAP_THRESHOLD_, set by the caller), so freed tensors leave the RSS at once instead of staying in the heap.
@@ -10,10 +11,11 @@ kernels the real step uses). glibc is told to serve every allocation over 64 KiB
 from __future__ import annotations
 
 import json
-import resource
 import sys
 
 import torch
+
+from kotune.common.host_memory import peak_rss_bytes
 
 
 def build(spec: dict):
@@ -50,7 +52,7 @@ def main() -> None:
     warm = dict(spec, num_hidden_layers=2, hidden_size=64, intermediate_size=128, vocab_size=256,
                 num_attention_heads=4, **({"num_key_value_heads": 2} if "num_key_value_heads" in spec else {}))
     step_twice(build(warm), 2, 32, 256)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = peak_rss_bytes()
     model = build(spec)
     if checkpointing:  # as kotune's SFT enables it
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -62,7 +64,7 @@ def main() -> None:
             model.enable_input_require_grads()
         model = apply_lora(model, r=8, alpha=16, dropout=0.05, target_modules=None)
     step_twice(model, batch, length, spec["vocab_size"])
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = peak_rss_bytes()
     print(json.dumps({"measured": after - before, "params": sum(p.numel() for p in model.parameters() if p.requires_grad or method == "full")}))
 
 
