@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import openai
 import pytest
 from kotune_test_paths import REPO, free_port
 
@@ -114,7 +115,6 @@ def test_polyglot_ko_1_3b_shape_sft_dpo_generate_serve(tmp_path):
 def serve_one_request(model: Path, log: Path, timeout: float = 600) -> tuple[int, int]:
     """Start `kotune serve`, send one chat completion through the `openai` client, stop it with SIGTERM;
     returns (exit code, peak RSS)."""
-    openai = pytest.importorskip("openai")
     port = free_port()
     with log.open("w") as out:
         proc = subprocess.Popen(kotune("serve", model, "--port", port, "--threads", "2"), cwd=REPO, stdout=out,
