@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kotune.common.device import resolve_device, resolve_precision
-from kotune.eval.config import KobestConfig, parse_batch_size, parse_shots, parse_tasks  # noqa: F401 (API)
+from kotune.eval.config import KobestConfig
 from kotune.eval.kobest_reference import TASKS
 from kotune.eval.report import kobest_console_table, write_report
 from kotune.eval.runs import (

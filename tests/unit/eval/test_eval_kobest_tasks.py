@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kotune.eval.kobest import DATA_DIR, TASKS, parse_batch_size, parse_shots, parse_tasks, task_configs
+from kotune.eval.config import parse_batch_size, parse_shots, parse_tasks
+from kotune.eval.kobest import DATA_DIR, TASKS, task_configs
 
 DOCS = 25  # test documents rendered per task
 
