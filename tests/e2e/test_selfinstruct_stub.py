@@ -102,7 +102,7 @@ def test_a_second_run_resumes_with_the_dedup_pool_rebuilt_from_the_file(tmp_path
 
 
 def test_a_teacher_that_cannot_work_stops_the_run_with_its_reason(tmp_path):
-    from kotune.selfinstruct.teacher import TeacherError
+    from kotune.common.openai_client import EndpointError as TeacherError
 
     out = tmp_path / "gen.jsonl"
     with StubTeacher([failure(404)] * 3) as stub:  # e.g. a model name the server does not know

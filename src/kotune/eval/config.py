@@ -123,3 +123,87 @@ class GenerateSection(ModelOptions):
 @dataclass
 class GenerateConfig(GenerateSection, Targets):
     """`kotune eval generate MODEL`."""
+
+
+def parse_endpoint(spec: str) -> tuple[str, str, str | None]:
+    """`MODEL@URL` or `MODEL@URL@KEY_ENV` -> (model, url, key env). Raises ValueError naming the form."""
+    model, _, rest = spec.partition("@")
+    url, _, key_env = rest.partition("@")
+    if not model.strip() or not url.startswith(("http://", "https://")):
+        raise ValueError(f"endpoint {spec!r}: expected MODEL@URL or MODEL@URL@KEY_ENV, e.g. "
+                         "gpt-4o-mini@https://api.openai.com/v1@OPENAI_API_KEY")
+    if key_env and not key_env.replace("_", "").isalnum():
+        raise ValueError(f"endpoint {spec!r}: {key_env!r} is not an environment variable name (the key itself never "
+                         "goes on the command line)")
+    return model.strip(), url.rstrip("/"), key_env or None
+
+
+def is_endpoint(spec: str) -> bool:
+    """A contestant written MODEL@http(s)://... is an endpoint; anything else is a model folder (or hub id)."""
+    return "@http://" in spec or "@https://" in spec
+
+
+@dataclass
+class JudgeSection(ModelOptions):
+    """The pipeline's `eval_judge` section: pairwise judging of chat models by an OpenAI-compatible judge."""
+
+    judge_url: str = opt(help="the judge's OpenAI-compatible API root, e.g. https://api.openai.com/v1", cli="flag",
+                         kw_only=True)
+    judge_model: str = opt(help="the judge's model name, e.g. gpt-4o", cli="flag", kw_only=True)
+    judge_key_env: str | None = opt("OPENAI_API_KEY", "environment variable holding the judge's API key (never the "
+                                                      "key itself); null or '' for a server without a key")
+    endpoints: list[str] = opt([], "a contestant served elsewhere, as MODEL@URL or MODEL@URL@KEY_ENV (e.g. "
+                                   "gpt-4o-mini@https://api.openai.com/v1@OPENAI_API_KEY); repeat for more",
+                               flag="--endpoint", cli="repeat")
+    all_pairs: bool = opt(False, "judge every pair of contestants, not only the first against each other one")
+    questions: str | None = opt(None, ".jsonl of questions ({id, category, prompt|messages, reference}); default: "
+                                      "kotune's 82 Korean questions in the 8 MT-bench categories")
+    limit: int | None = opt(None, "use only the first N questions")
+    max_new_tokens: int = opt(512, "token limit of each contestant's answer")
+    batch_size: int = opt(8, "questions decoded together by a kotune model")
+    temperature: float = opt(0.0, "contestants' sampling temperature; 0 = greedy, so answers repeat")
+    judge_max_tokens: int = opt(1024, "token limit of each judgment (its reasoning, then the verdict)")
+    parse_retries: int = opt(2, "times a judgment without a readable verdict is asked again before it counts as "
+                                "unparsed")
+    concurrency: int = opt(4, "requests in flight at once, per endpoint")
+    timeout_s: float = opt(300.0, "seconds to wait for one reply before retrying")
+    max_retries: int = opt(5, "retries of one request after a timeout, connection error, 429, 5xx or unreadable reply")
+    backoff_s: float = opt(1.0, "first retry delay; doubled each retry (with jitter), or the server's Retry-After")
+    max_backoff_s: float = opt(60.0, "longest delay between retries")
+    seed: int = opt(0, "seed of the bootstrap intervals")
+
+    def __post_init__(self) -> None:
+        if not self.judge_url.startswith(("http://", "https://")):
+            raise ValueError(f"judge_url: {self.judge_url!r} is not an http(s) URL")
+        if not self.judge_model.strip():
+            raise ValueError("judge_model: must not be empty")
+        self.judge_key_env = self.judge_key_env or None
+        for spec in self.endpoints:
+            parse_endpoint(spec)
+        for name, what in (("max_new_tokens", "tokens"), ("batch_size", "questions"), ("judge_max_tokens", "tokens"),
+                           ("concurrency", "requests"), ("limit", "questions")):
+            _positive(name, getattr(self, name), what)
+        if self.temperature < 0:
+            raise ValueError(f"temperature: must be 0 (greedy) or more, got {self.temperature}")
+        if self.parse_retries < 0 or self.max_retries < 0 or self.backoff_s < 0 or self.timeout_s <= 0 \
+                or self.max_backoff_s < self.backoff_s:
+            raise ValueError("parse_retries, max_retries and backoff_s must be >= 0, max_backoff_s >= backoff_s, "
+                             "timeout_s > 0")
+
+
+@dataclass
+class JudgeConfig(JudgeSection):
+    """`kotune eval judge MODEL OTHER... --judge-url URL --judge-model NAME`."""
+
+    models: list[str] = opt(help="contestants: kotune model folders (answers generated here, by kotune's engine) "
+                                 "or endpoints as MODEL@URL[@KEY_ENV]; the first is compared with each other one", kw_only=True)
+    out: str | None = opt(None, "folder for answers, judgments, judge.json, judge.md and judge.png (default "
+                                "runs/eval/<first model>)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for spec in self.models:
+            if is_endpoint(spec):
+                parse_endpoint(spec)
+        if len(self.models) + len(self.endpoints) < 2:
+            raise ValueError("models: judging needs at least two contestants (models and --endpoint together)")

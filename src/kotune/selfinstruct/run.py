@@ -25,7 +25,7 @@ from kotune.selfinstruct.output import AppendLog, read_accepted
 from kotune.selfinstruct.parse import parse_reply
 from kotune.selfinstruct.prompt import Task, encode_prompt, load_header
 from kotune.selfinstruct.seeds import load_seed_tasks
-from kotune.selfinstruct.teacher import Reply, RetriesExhausted, Teacher, TeacherError, api_key
+from kotune.common.openai_client import Client as Teacher, EndpointError as TeacherError, Reply, RetriesExhausted, api_key
 
 
 @dataclass
@@ -131,7 +131,7 @@ async def _worker(gen: Generation, teacher: Teacher, peers: list[asyncio.Task]) 
 async def _generate(gen: Generation) -> None:
     cfg = gen.cfg
     stop = [f"\n{cfg.num_tasks}", f"{cfg.num_tasks}."]  # Alpaca's stop for completions: before the last task
-    teacher = Teacher(cfg.teacher, stop=stop, rng=random.Random(cfg.seed))
+    teacher = Teacher(cfg.teacher, stop=stop, rng=random.Random(cfg.seed), key_field="teacher.api_key_env")
     peers: list[asyncio.Task] = []
     try:
         peers.extend(asyncio.create_task(_worker(gen, teacher, peers)) for _ in range(cfg.teacher.concurrency))
@@ -150,7 +150,7 @@ def run(cfg: SelfInstructConfig, log=print) -> Summary:
     """Generate until `cfg.output` holds `cfg.num_instructions` records (or `max_requests` were sent)."""
     from tqdm.auto import tqdm
 
-    api_key(cfg.teacher)  # a missing key is reported before any work
+    api_key(cfg.teacher, "teacher.api_key_env")  # a missing key is reported before any work
     seeds = load_seed_tasks(cfg.seeds)
     if len(seeds) < cfg.num_prompt_instructions:
         raise ValueError(f"seeds: {len(seeds)} seed tasks, fewer than num_prompt_instructions={cfg.num_prompt_instructions}")

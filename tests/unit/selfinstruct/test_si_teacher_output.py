@@ -9,7 +9,7 @@ import pytest
 from kotune.data.schema import DataError
 from kotune.selfinstruct.config import TeacherConfig
 from kotune.selfinstruct.output import AppendLog, read_accepted
-from kotune.selfinstruct.teacher import RetriesExhausted, Teacher, TeacherError, api_key
+from kotune.common.openai_client import Client as Teacher, EndpointError as TeacherError, RetriesExhausted, api_key
 from stub_teacher import Canned, StubTeacher, failure
 
 

@@ -1,4 +1,5 @@
-"""The teacher: any OpenAI-compatible endpoint (OpenAI, vLLM, `kotune serve`), asked through the `openai` client.
+"""A client of any OpenAI-compatible endpoint (OpenAI, vLLM, `kotune serve`), asked through the `openai` client:
+self-instruct's teacher and the judge (and endpoint contestants) of `kotune eval judge`.
 
 The client's own retries are turned off so that this module decides, counts and logs them: a timeout, a
 connection error, HTTP 408/409/429/5xx or a reply without text is retried after `backoff_s · 2^attempt`
@@ -13,19 +14,34 @@ import asyncio
 import os
 import random
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
-from kotune.selfinstruct.config import TeacherConfig
+
+class EndpointSettings(Protocol):
+    """What the client reads from its config (selfinstruct's `TeacherConfig`, the judge's endpoints)."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None
+    api: Literal["chat", "completions"]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    timeout_s: float
+    max_retries: int
+    backoff_s: float
+    max_backoff_s: float
 
 
-class TeacherError(ValueError):
-    """The teacher cannot be used: the message names the URL, the status and what the server said.
+class EndpointError(ValueError):
+    """The endpoint cannot be used: the message names the URL, the status and what the server said.
 
     A ValueError, like kotune's other errors the user fixes in the recipe (URL, model, key), so the CLI prints the
     message instead of a traceback.
     """
 
 
-class RetriesExhausted(TeacherError):
+class RetriesExhausted(EndpointError):
     """One request failed `max_retries + 1` times; the run may go on with other requests."""
 
 
@@ -39,7 +55,7 @@ class Reply:
 _RETRY_STATUS = {408, 409, 429}
 
 
-def api_key(cfg: TeacherConfig) -> str | None:
+def api_key(cfg: EndpointSettings, where: str = "api_key_env") -> str | None:
     """The key from the environment variable the recipe names (None when it names none).
 
     Raises:
@@ -49,33 +65,35 @@ def api_key(cfg: TeacherConfig) -> str | None:
         return None
     key = os.environ.get(cfg.api_key_env, "").strip()
     if not key:
-        raise ValueError(f"teacher.api_key_env: the environment variable {cfg.api_key_env} is not set; export it, "
-                         "or set teacher.api_key_env: null for a server that needs no key")
+        raise ValueError(f"{where}: the environment variable {cfg.api_key_env} is not set; export it, "
+                         f"or set {where}: null for a server that needs no key")
     return key
 
 
-class Teacher:
-    """`await teacher.complete(prompt)` returns the teacher's `Reply`, retrying what can be retried."""
+class Client:
+    """`await client.complete(prompt)` returns the endpoint's `Reply`, retrying what can be retried."""
 
-    def __init__(self, cfg: TeacherConfig, *, stop: list[str] | None = None, rng: random.Random | None = None):
+    def __init__(self, cfg: EndpointSettings, *, stop: list[str] | None = None, rng: random.Random | None = None,
+                 key_field: str = "api_key_env"):
         from openai import AsyncOpenAI
 
         self.cfg = cfg
         self.stop = stop
         self.rng = rng or random.Random()
         # The openai client insists on a key; a local server without one ignores the header.
-        self.client = AsyncOpenAI(base_url=cfg.base_url, api_key=api_key(cfg) or "no-key", max_retries=0,
+        self.client = AsyncOpenAI(base_url=cfg.base_url, api_key=api_key(cfg, key_field) or "no-key", max_retries=0,
                                   timeout=cfg.timeout_s)
         self.retries = 0
 
     async def close(self) -> None:
         await self.client.close()
 
-    async def _once(self, prompt: str) -> tuple[str, str | None]:
+    async def _once(self, prompt: str | list[dict]) -> tuple[str, str | None]:
         cfg = self.cfg
         common = dict(model=cfg.model, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
         if cfg.api == "chat":
-            resp = await self.client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **common)
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            resp = await self.client.chat.completions.create(messages=messages, **common)
             choice = resp.choices[0]
             return choice.message.content, choice.finish_reason
         resp = await self.client.completions.create(prompt=prompt, stop=self.stop, **common)
@@ -91,12 +109,13 @@ class Teacher:
         full = min(self.cfg.max_backoff_s, self.cfg.backoff_s * 2**attempt)
         return full * (0.5 + self.rng.random() / 2)
 
-    async def complete(self, prompt: str) -> Reply:
-        """The reply to `prompt`.
+    async def complete(self, prompt: str | list[dict]) -> Reply:
+        """The reply to `prompt`: a string (one user message, or the text a completions model continues) or a
+        list of chat messages.
 
         Raises:
             RetriesExhausted: the request failed on every try.
-            TeacherError: the server rejected the request in a way retrying cannot fix.
+            EndpointError: the server rejected the request in a way retrying cannot fix.
         """
         import openai
 
@@ -111,7 +130,7 @@ class Teacher:
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status not in _RETRY_STATUS and status < 500:
-                    raise TeacherError(f"{url}: HTTP {status} for model {self.cfg.model!r}: {e.message}") from None
+                    raise EndpointError(f"{url}: HTTP {status} for model {self.cfg.model!r}: {e.message}") from None
                 retry_after = e.response.headers.get("retry-after")
                 why = f"HTTP {status}"
             except (openai.APIConnectionError, openai.APIResponseValidationError) as e:
