@@ -157,12 +157,15 @@ COMMANDS: dict[str | None, tuple[str | None, dict[str, tuple[str, str, str]]]] =
     "tokenizer": ("train Korean tokenizers", {
         "train": ("train a byte-level BPE tokenizer on Korean corpora and report how well it fits",
                   "kotune.pretrain.tokenizer_config.TokenizerConfig", "kotune.pretrain.tokenizer.run")}),
-    "eval": ("evaluate models: KoBEST through lm-eval, generation checks, a Markdown report", {
+    "eval": ("evaluate models: KoBEST through lm-eval, generation checks, pairwise judging, a Markdown report", {
         "kobest": ("KoBEST through lm-evaluation-harness, offline: acc and macro-F1 per task and shot count, beside "
                    "published numbers and any --baseline", "kotune.eval.config.KobestConfig", "kotune.eval.kobest.run"),
         "generate": ("reply to a Korean prompt set with the model's chat template; report stop rate, repetition, "
                      "distinct-1/2, length and looping replies", "kotune.eval.config.GenerateConfig",
-                     "kotune.eval.generate_eval.run")}),
+                     "kotune.eval.generate_eval.run"),
+        "judge": ("compare chat models pairwise with an OpenAI-compatible judge on Korean questions (both orders, "
+                  "cached): win/tie/loss and win rate with 95% intervals", "kotune.eval.config.JudgeConfig",
+                  "kotune.eval.judge.run")}),
     None: (None, {
         "chat": ("multi-turn chat in the terminal, streamed (/reset, /system TEXT, /exit)",
                  "kotune.serve.config.ChatConfig", "kotune.serve.chat_cli.run"),

@@ -177,7 +177,8 @@ class JudgeSection(ModelOptions):
             raise ValueError(f"judge_url: {self.judge_url!r} is not an http(s) URL")
         if not self.judge_model.strip():
             raise ValueError("judge_model: must not be empty")
-        self.judge_key_env = self.judge_key_env or None
+        if str(self.judge_key_env).strip().lower() in ("", "null", "none"):  # `--judge-key-env ""` or null: no key
+            self.judge_key_env = None
         for spec in self.endpoints:
             parse_endpoint(spec)
         for name, what in (("max_new_tokens", "tokens"), ("batch_size", "questions"), ("judge_max_tokens", "tokens"),

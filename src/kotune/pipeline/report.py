@@ -95,6 +95,16 @@ def _evaluation_section(run_dir: Path) -> list[str]:
     return ["## Evaluation", "", body.strip(), ""]
 
 
+def _judging_section(run_dir: Path) -> list[str]:
+    """`kotune eval judge`'s tables (eval/judge.md), under the evaluation."""
+    report = run_dir / "eval" / "judge.md"
+    if not report.is_file():
+        return []
+    body = report.read_text(encoding="utf-8").split("\n", 1)[-1]
+    body = re.sub(r"\]\((?!https?:|#)([^)]+)\)", r"](eval/\1)", body)
+    return ["## Pairwise judging", "", body.strip(), ""]
+
+
 def write_pipeline_report(run_dir: Path, cfg, models: list, runs: dict[str, StageRun]) -> Path:
     """Write `run_dir/report.md` and return its path; `runs` says per stage when it ran and whether it was reused."""
     final = models[-1][1]
@@ -107,6 +117,7 @@ def write_pipeline_report(run_dir: Path, cfg, models: list, runs: dict[str, Stag
         "", "Models, in order: " + " → ".join(f"{name} (`{path}`)" for name, path in models), "",
     ]
     lines += _data_section(run_dir) + _training_section(run_dir, models) + _evaluation_section(run_dir)
+    lines += _judging_section(run_dir)
     lines += ["## Configuration", "", "```yaml", yaml.safe_dump(to_dict(cfg), allow_unicode=True, sort_keys=False).strip(), "```", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kotune.config import ConfigError, apply_overrides, from_dict, read_recipe, save_config, sets, to_dict
-from kotune.eval.config import GenerateConfig, KobestConfig
+from kotune.eval.config import GenerateConfig, JudgeConfig, KobestConfig
 from kotune.pipeline.config import ORDER, PipelineConfig
 from kotune.pipeline.fingerprint import FileHashes, changes, flatten, strings, summary
 from kotune.pipeline.report import StageRun, write_pipeline_report
@@ -161,6 +161,12 @@ class Pipeline:
 
             return KobestConfig(**{**section, "data_dir": section["data_dir"] or str(DATA_DIR)}, model=final,
                                 baselines=earlier, out=out)
+        if stage == "eval_judge":  # the final model against every model this run made (not the base: no chat model)
+            from kotune.eval.judge_data import default_questions
+
+            made = [path for name, path in reversed(self.models) if name != "base"]
+            return JudgeConfig(**{**section, "questions": section["questions"] or str(default_questions())},
+                               models=made, out=out)
         from kotune.eval.generate_eval import DEFAULT_PROMPTS
 
         return GenerateConfig(**{**section, "prompts": section["prompts"] or str(DEFAULT_PROMPTS)}, model=final,
@@ -402,6 +408,11 @@ class Pipeline:
         from kotune.eval.generate_eval import run as generate
 
         generate(cfg)
+
+    def eval_judge(self, cfg: JudgeConfig) -> None:
+        from kotune.eval.judge import run as judge
+
+        judge(cfg)
 
 
 def _as_dict(cfg) -> dict:

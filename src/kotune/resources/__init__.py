@@ -2,6 +2,7 @@
 
 - `kobest/v1.0/<task>/<split>.jsonl`: KoBEST v1.0 for `kotune eval kobest` (CC BY-SA 4.0; kobest/README.md);
 - `prompts/ko_generation_50.jsonl`: the prompt set of `kotune eval generate` (prompts/README.md);
+- `judge/questions.jsonl`: the Korean questions of `kotune eval judge` (judge/README.md);
 - `corpus/`: the Korean text `kotune model tiny` trains its tokenizer on, copies of three files of data/samples/
   (corpus/README.md).
 """
