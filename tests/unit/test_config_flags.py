@@ -31,7 +31,8 @@ COMMANDS = _config_commands(cli.build_parser())
 
 def test_every_command_that_is_not_a_recipe_stage_is_built_from_a_config():
     assert {" ".join(words) for words, _ in COMMANDS} == {
-        "tokenizer train", "eval kobest", "eval generate", "chat", "serve", "model tiny", "lora merge", "data dedup"}
+        "tokenizer train", "eval kobest", "eval generate", "eval judge", "chat", "serve", "model tiny", "lora merge",
+        "data dedup"}
 
 
 def _changed(name: str, tp, default):
@@ -40,6 +41,10 @@ def _changed(name: str, tp, default):
         tp = next(a for a in get_args(tp) if a is not type(None))
     if name == "tasks":
         return ["copa", "wic"]
+    if name.endswith("_url"):
+        return "http://127.0.0.1:8000/v1"
+    if name == "endpoints":
+        return ["gpt-4o-mini@https://api.openai.com/v1@OPENAI_API_KEY"]
     if get_origin(tp) is list:
         return [0, 5] if get_args(tp)[0] is int else ["a.txt", "b b.txt"]
     if get_origin(tp) is Literal:
