@@ -7,6 +7,7 @@ imports: the CLI builds its flags from these classes and `kotune --help` must no
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -132,10 +133,16 @@ def parse_endpoint(spec: str) -> tuple[str, str, str | None]:
     if not model.strip() or not url.startswith(("http://", "https://")):
         raise ValueError(f"endpoint {spec!r}: expected MODEL@URL or MODEL@URL@KEY_ENV, e.g. "
                          "gpt-4o-mini@https://api.openai.com/v1@OPENAI_API_KEY")
-    if key_env and not key_env.replace("_", "").isalnum():
-        raise ValueError(f"endpoint {spec!r}: {key_env!r} is not an environment variable name (the key itself never "
-                         "goes on the command line)")
+    if key_env:
+        _check_env_name(f"endpoint {model}@{url}", key_env)
     return model.strip(), url.rstrip("/"), key_env or None
+
+
+def _check_env_name(where: str, name: str) -> None:
+    """An API key is read from the environment variable the user names; refuse what looks like a key instead."""
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+        raise ValueError(f"{where}: expected the NAME of an environment variable holding the key (like "
+                         "OPENAI_API_KEY), not the key itself")
 
 
 def is_endpoint(spec: str) -> bool:
@@ -179,6 +186,8 @@ class JudgeSection(ModelOptions):
             raise ValueError("judge_model: must not be empty")
         if str(self.judge_key_env).strip().lower() in ("", "null", "none"):  # `--judge-key-env ""` or null: no key
             self.judge_key_env = None
+        else:
+            _check_env_name("judge_key_env", self.judge_key_env)
         for spec in self.endpoints:
             parse_endpoint(spec)
         for name, what in (("max_new_tokens", "tokens"), ("batch_size", "questions"), ("judge_max_tokens", "tokens"),
@@ -206,5 +215,9 @@ class JudgeConfig(JudgeSection):
         for spec in self.models:
             if is_endpoint(spec):
                 parse_endpoint(spec)
-        if len(self.models) + len(self.endpoints) < 2:
+        every = [*self.models, *self.endpoints]
+        repeated = sorted({m for m in every if every.count(m) > 1})
+        if repeated:
+            raise ValueError(f"models: {', '.join(repeated)} given twice; list each contestant once")
+        if len(every) < 2:
             raise ValueError("models: judging needs at least two contestants (models and --endpoint together)")

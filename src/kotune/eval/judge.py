@@ -71,7 +71,7 @@ def _folder_identity(path: str) -> str:
 
 
 def contestants(cfg: JudgeConfig) -> list[Contestant]:
-    specs = list(dict.fromkeys([*cfg.models, *cfg.endpoints]))
+    specs = [*cfg.models, *cfg.endpoints]  # distinct: JudgeConfig refuses repeats
     names = [parse_endpoint(s)[0] if is_endpoint(s) else s for s in specs]
     out = []
     for spec, label in zip(specs, unique_labels(names)):

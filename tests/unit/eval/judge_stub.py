@@ -18,7 +18,8 @@ def shown(prompt: str) -> dict[str, str]:
 
 
 class ScriptedServer:
-    """`judge(prompt, temperature)` writes the judge model's reply; any other model answers `"{model}: {question}"`."""
+    """`judge(prompt, temperature)` writes the judge model's reply (None: HTTP 500); any other model answers
+    `"{model}: {question}"`."""
 
     def __init__(self, judge: Callable[[str, float], str], judge_model: str = "judge"):
         self.judge, self.judge_model = judge, judge_model
@@ -61,6 +62,11 @@ class ScriptedServer:
                 with stub._lock:
                     stub.requests.append(body)
                 text = stub._reply(body)
+                if text is None:
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 payload = json.dumps({
                     "id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": body.get("model"),
                     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],

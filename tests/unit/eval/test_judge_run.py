@@ -137,3 +137,29 @@ def test_a_missing_judge_key_is_named_before_any_work(tmp_path, questions, monke
                 **{**judge_cfg(server, questions, tmp_path / "out", "good", "bad").__dict__,
                    "judge_key_env": "KOTUNE_JUDGE_TEST_KEY"}))
         assert server.requests == []
+
+
+def test_failed_requests_are_counted_not_cached_and_asked_again(tmp_path, questions):
+    out = tmp_path / "out"
+    down = lambda prompt, t: None if "질문 WIN1." in prompt else scripted_judge(prompt, t)  # noqa: E731
+    with ScriptedServer(down) as server:
+        results = run(judge_cfg(server, questions, out, "good", "bad"))
+    assert outcomes(results)["WIN1"] == ("failed", False) and results["pairs"][0]["failed"] == 1
+    assert results["failed_requests"] == 2  # both orders, each after max_retries + 1 tries
+    assert results["pairs"][0]["win_rate"]["n"] == 5  # left out of the win rate
+    with ScriptedServer(scripted_judge) as server:
+        again = run(judge_cfg(server, questions, out, "good", "bad"))
+        assert len(server.judge_requests()) == 2 and outcomes(again)["WIN1"] == ("win", False)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"judge_key_env": "sk-proj-abc123"}, "judge_key_env: expected the NAME of an environment variable"),
+    ({"models": ["a", "b@http://h/v1@sk_live_1"]}, "endpoint b@http://h/v1: expected the NAME"),
+    ({"models": ["a", "a"]}, "models: a given twice"),
+    ({"models": ["a"]}, "at least two contestants"),
+    ({"judge_url": "localhost:8000"}, "judge_url: 'localhost:8000' is not an http"),
+])
+def test_config_refuses_keys_repeats_and_a_lone_contestant(change, message):
+    base = dict(models=["a", "b"], judge_url="http://127.0.0.1:1/v1", judge_model="judge")
+    with pytest.raises(ValueError, match=message):
+        JudgeConfig(**{**base, **change})
