@@ -66,6 +66,10 @@ def _rate(t: dict) -> str:
     return "—" if w is None else f"{w['value']:.1%} [{w['low']:.1%}, {w['high']:.1%}]"
 
 
+def _decided(t: dict) -> int:
+    return t["win_rate"]["n"] if t["win_rate"] else 0
+
+
 def markdown(results: dict) -> str:
     """judge.md: the settings, a table per pair overall, and win rates per category."""
     s = results["settings"]
@@ -85,7 +89,7 @@ def markdown(results: dict) -> str:
                   "| category | " + " | ".join(f"{p['model']} vs {p['opponent']}" for p in results["pairs"]) + " |",
                   "|---|" + "---|" * len(results["pairs"])]
         for c in categories:
-            cells = [(_rate(p["categories"][c]) + f" (n={p['categories'][c]['questions']})") if c in p["categories"]
+            cells = [f"{_rate(t)} ({_decided(t)} of {t['questions']} decided)" if (t := p["categories"].get(c))
                      else "—" for p in results["pairs"]]
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
     if any(p["unparsed"] for p in results["pairs"]):
@@ -115,6 +119,9 @@ def plot(results: dict, png: Path) -> Path:
             high.append(w["high"] - w["value"] if w else 0.0)
         ax.bar(range(len(rows)), values, yerr=[low, high], capsize=3,
                color=["tab:blue"] + ["tab:gray"] * (len(rows) - 1))
+        for i, (_, t) in enumerate(rows):
+            if t["win_rate"] is None:  # no question decided: say so, a bar at 0 would read as all lost
+                ax.text(i, 0.02, "no verdict", ha="center", fontsize=7, rotation=90)
         ax.axhline(0.5, color="black", lw=0.8, ls="--")
         ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1)
