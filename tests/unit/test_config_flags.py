@@ -40,6 +40,8 @@ def _changed(name: str, tp, default):
         tp = next(a for a in get_args(tp) if a is not type(None))
     if name == "tasks":
         return ["copa", "wic"]
+    if name == "moderation":
+        return ["openai", "words:b b.txt"]
     if get_origin(tp) is list:
         return [0, 5] if get_args(tp)[0] is int else ["a.txt", "b b.txt"]
     if get_origin(tp) is Literal:
