@@ -12,6 +12,8 @@ import time
 
 import openai
 import pytest
+from fastapi import FastAPI, Request  # at module level: FastAPI resolves the handler's annotations here
+from fastapi.responses import JSONResponse
 from serve_helpers import free_port, make_chat_model, serve
 
 pytestmark = pytest.mark.slow
@@ -24,9 +26,6 @@ class ScriptedModeration:
     """A FastAPI app speaking OpenAI's /v1/moderations, in a thread of this process; `calls` records requests."""
 
     def __init__(self):
-        from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse
-
         self.calls: list[dict] = []
         app = FastAPI()
 
@@ -59,7 +58,7 @@ class ScriptedModeration:
         return self
 
     def __exit__(self, *exc):
-        self.server.should_exit = True
+        self.server.should_exit = self.server.force_exit = True  # no wait for a [slow] handler still asleep
         self.thread.join(timeout=10)
 
     @property
