@@ -146,8 +146,10 @@ class OpenAICheck:
             raise RuntimeError(f"{self.name} answered {len(response.results)} results for {len(texts)} inputs")
         verdicts = []
         for result in response.results:
-            categories = {k: bool(v) for k, v in (result.categories.model_dump(by_alias=True) or {}).items() if v is not None}
-            scores = {k: float(v) for k, v in (result.category_scores.model_dump(by_alias=True) or {}).items() if v is not None}
+            # by alias: OpenAI's names (self-harm/intent); an endpoint may report fewer categories, or others
+            categories = {k: bool(v) for k, v in result.categories.model_dump(by_alias=True).items() if v is not None}
+            scores = {k: float(v) for k, v in result.category_scores.model_dump(by_alias=True).items()
+                      if v is not None}
             verdicts.append(Verdict(bool(result.flagged), categories, scores))
         return verdicts
 
