@@ -64,8 +64,9 @@ class ServeConfig(EngineOptions):
     allow_origins: list[str] = opt([], "let web pages from ORIGIN call the API (CORS); repeatable; the built-in page "
                                        "needs none", flag="--allow-origin", cli="repeat")
     moderation: list[str] = opt([], "check every user message before the model sees it: openai (an endpoint "
-                                    "speaking /v1/moderations), words:FILE (a word and regex list), model:PATH (a "
-                                    "local text-classification model); repeatable or comma-separated",
+                                    "speaking /v1/moderations), words:FILE (a line each: a word, re:REGEX, !EXCEPTION or "
+                                    "[category]), model:PATH (a local text-classification model); repeatable or "
+                                    "comma-separated",
                                 cli="repeat")
     moderation_on_error: Literal["allow", "block"] = opt("block", "when a check fails or times out: block the "
                                                                   "request (a content_filter reply) or allow it")

@@ -100,6 +100,7 @@ class ModelCheck:
         from transformers import pipeline
 
         self.name = f"model:{path}"
+        # on --device when given; else the CPU: a classifier is small next to the model being served
         self._pipe = pipeline("text-classification", model=path, device=device or "cpu",
                               trust_remote_code=trust_remote_code)
         known = [self._pipe.model.config.id2label[i] for i in sorted(self._pipe.model.config.id2label)]
@@ -167,6 +168,6 @@ def build_checks(cfg: ServeConfig) -> list:
         else:
             if not Path(arg).exists():
                 raise ValueError(f"moderation model:{arg}: no such folder; give a saved text-classification model")
-            checks.append(ModelCheck(arg, cfg.moderation_labels, cfg.moderation_threshold,
+            checks.append(ModelCheck(arg, cfg.moderation_labels, cfg.moderation_threshold, device=cfg.device,
                                      trust_remote_code=cfg.trust_remote_code))
     return checks

@@ -4,6 +4,11 @@ Routes: `/v1/chat/completions` and `/v1/completions` (streamed as server-sent ev
 or whole), `/v1/models`, `/health` (the engine's and the server's counters), and the chat page at `/`. Every
 error has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
+With `--moderation`, the user messages of each request that passed validation are checked (`moderation_gate`)
+before the engine sees it; a flagged request is answered like any reply, with the configured message and
+`finish_reason: "content_filter"`. With a local check (`words:` or `model:`) the server also answers
+`/v1/moderations`.
+
 The event loop never waits on the model: prompts are tokenized in a worker thread, the engine decodes in its own
 thread and hands each output to the loop with `call_soon_threadsafe`. A client that disconnects cancels its
 request (`Counters` keeps count). Requests beyond the engine's batch and queue get 429. Binds 127.0.0.1 unless

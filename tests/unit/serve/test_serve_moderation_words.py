@@ -120,3 +120,15 @@ def test_specs_split_on_commas_and_are_checked():
             split_specs(bad)
     with pytest.raises(ValueError, match="moderation_threshold"):
         ServeConfig(model="m", moderation_threshold=0)
+
+
+def test_a_bad_spec_fails_before_the_model_loads(tmp_path, monkeypatch):
+    from kotune.serve.moderation import build_checks
+
+    with pytest.raises(ValueError, match="cannot read it"):
+        build_checks(ServeConfig(model="m", moderation=[f"words:{tmp_path / 'missing.txt'}"]))
+    with pytest.raises(ValueError, match="no such folder"):
+        build_checks(ServeConfig(model="m", moderation=[f"model:{tmp_path / 'missing'}"]))
+    monkeypatch.delenv("KOTUNE_TEST_NO_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"\$KOTUNE_TEST_NO_KEY is not set"):
+        build_checks(ServeConfig(model="m", moderation=["openai"], moderation_api_key_env="KOTUNE_TEST_NO_KEY"))
