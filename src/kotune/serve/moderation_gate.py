@@ -83,18 +83,19 @@ class Gate:
             categories = ["flagged"]  # an endpoint may flag without naming a category
         counters = self.counters
         counters.checked += 1
+        failed = f"; checks failed: {'; '.join(errors)}" if errors else ""
         if errors:
             counters.errors += 1
-            log.warning("moderation failed for %s (%s): %s", where, self.cfg.moderation_on_error, "; ".join(errors))
             if not flagged and self.cfg.moderation_on_error == "block":
                 flagged, categories = True, [ERROR_CATEGORY]
             elif not flagged:
                 counters.allowed_on_error += 1
-        if flagged:
+                log.warning("moderation allowed %s unchecked (--moderation-on-error allow)%s", where, failed)
+        if flagged:  # one line per refused request; the user's text only when asked for
             counters.flagged += 1
             counters.categories.update(categories)
             text = f": {texts!r}" if self.cfg.log_flagged_text else ""
-            log.warning("moderation flagged %s (%s)%s", where, ", ".join(categories), text)
+            log.warning("moderation flagged %s (%s)%s%s", where, ", ".join(categories), failed, text)
         return Decision(flagged, categories, errors)
 
     async def moderate(self, texts: list[str]) -> list[Verdict]:

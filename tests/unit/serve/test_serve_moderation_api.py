@@ -4,6 +4,7 @@ streamed, chat and completions) and never reaches the engine; failing and slow c
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -203,8 +204,13 @@ def classifier(tiny_neox, tmp_path_factory):
     return out
 
 
-def test_model_check_flags_by_label_and_threshold(classifier):
-    check = ModelCheck(str(classifier), [], 0.5)
+@pytest.fixture(scope="module")
+def model_check(classifier):
+    return ModelCheck(str(classifier), [], 0.5)
+
+
+def test_model_check_flags_by_label_and_threshold(classifier, model_check):
+    check = model_check
     assert check.categories == ["insult"]  # every label but id 0
     texts = [s.format(w) for s in SENTENCES[:4] for w in (FLAG, CLEAN)]
     verdicts = check.check(texts)
@@ -212,14 +218,15 @@ def test_model_check_flags_by_label_and_threshold(classifier):
     assert all(set(v.scores) == {"clean", "insult"} for v in verdicts)
     assert all(v.categories == {"insult": v.flagged} for v in verdicts)
     # the threshold decides on the same scores: above the highest score nothing flags
-    strict = ModelCheck(str(classifier), ["insult"], min(1.0, max(v.scores["insult"] for v in verdicts) + 1e-6))
-    assert not any(v.flagged for v in strict.check(texts))
+    strict = copy.copy(check)  # the same model: only the threshold differs
+    strict.threshold = max(v.scores["insult"] for v in verdicts) * (1 + 1e-6)
+    assert strict.threshold <= 1 and not any(v.flagged for v in strict.check(texts))
     with pytest.raises(ValueError, match=r"labels \['toxic'\] are not the model's"):
         ModelCheck(str(classifier), ["toxic"], 0.5)
 
 
-def test_model_check_in_the_app(engine, classifier):
-    client, spy = make_client(engine, [ModelCheck(str(classifier), ["insult"], 0.5)])
+def test_model_check_in_the_app(engine, model_check):
+    client, spy = make_client(engine, [model_check])
     reply = client.post("/v1/chat/completions", json=chat(SENTENCES[0].format(FLAG))).json()
     assert reply["choices"][0]["finish_reason"] == "content_filter" and spy.submitted == 0
     body = client.post("/v1/moderations", json={"input": SENTENCES[1].format(CLEAN)}).json()
