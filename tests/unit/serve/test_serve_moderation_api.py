@@ -174,7 +174,18 @@ SENTENCES = ["오늘 {} 만났어요", "{} 같은 소리 하지 마", "우리 {}
 
 
 @pytest.fixture(scope="module")
-def classifier(tiny_neox, tmp_path_factory):
+def one_thread():
+    """Tiny models on a shared CPU: one torch thread is ~20x faster than idle OpenMP threads spinning."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def classifier(one_thread, tiny_neox, tmp_path_factory):
     """A tiny GPT-NeoX sequence classifier trained (seeded, a few dozen steps) on one rule: a sentence holding
     바보 is `insult`, the same sentence with 친구 is `clean`."""
     import torch
