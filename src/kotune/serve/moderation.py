@@ -76,7 +76,8 @@ class WordsCheck:
         if not self.categories:
             raise ValueError(f"moderation words:{path}: no words or patterns in it; one a line (see `kotune serve "
                              "--help`)")
-        self._matchers = {c: TermMatcher(terms.get(c, ()), exceptions, patterns.get(c, ())) for c in self.categories}
+        # exceptions are blanked once per text (by `_blank`), then every category looks at the same prepared text
+        self._matchers = {c: TermMatcher(terms.get(c, ()), (), patterns.get(c, ())) for c in self.categories}
         self._blank = TermMatcher((), exceptions)
 
     def check(self, texts: list[str]) -> list[Verdict]:
