@@ -10,6 +10,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kotune.serve.moderation import ModelCheck, Verdict, WordsCheck
 from kotune.serve.openai_api import ServeConfig, create_app
@@ -243,3 +245,32 @@ def test_model_check_in_the_app(engine, model_check):
     body = client.post("/v1/moderations", json={"input": SENTENCES[1].format(CLEAN)}).json()
     assert body["results"][0]["flagged"] is False and set(body["results"][0]["category_scores"]) == {"clean",
                                                                                                    "insult"}
+
+
+@pytest.fixture(scope="module")
+def words_client(engine, words):
+    return make_client(engine, [words])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.text(st.integers(0xAC00, 0xD7A3).map(chr), max_size=5),
+       after=st.text(st.integers(0xAC00, 0xD7A3).map(chr), max_size=5),
+       insert=st.booleans(), stream=st.booleans(), route=st.sampled_from(["chat", "text"]))
+def test_any_request_is_refused_exactly_when_a_user_message_holds_a_term(words_client, before, after, insert,
+                                                                         stream, route):
+    client, spy = words_client
+    text = before + ("바보" if insert else " ") + after
+    expected = "바보" in text
+    if route == "chat":
+        body, path = chat(text, max_tokens=1, stream=stream), "/v1/chat/completions"
+    else:
+        body, path = {"model": MODEL, "prompt": text, "max_tokens": 1, "stream": stream}, "/v1/completions"
+    submitted = spy.submitted
+    response = client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    if stream:
+        finish = [c["choices"][0].get("finish_reason") for c in events(response) if c["choices"]][-1]
+    else:
+        finish = response.json()["choices"][0]["finish_reason"]
+    assert (finish == "content_filter") == expected
+    assert spy.submitted == submitted + (not expected)
