@@ -1,6 +1,6 @@
 """The chat page in headless Chromium (Debian's `chromium` + `chromium-driver`, driven by selenium; no browser
 download): it asks for the API key, sends a Korean message, streams the reply, ignores Enter while an IME is
-composing, and shows markup as text."""
+composing, shows markup as text, and shows a message the server's moderation refused as a refusal."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from serve_helpers import make_chat_model, serve
 
 pytestmark = pytest.mark.slow
 KEY = "sk-browser-test"
+REFUSAL = "그 메시지에는 답할 수 없어요."
 # Debian names the browser chromium, Ubuntu's and older packages chromium-browser.
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -38,7 +39,10 @@ new MutationObserver((records) => {
 @pytest.fixture(scope="module")
 def server(tiny_llama, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-page")
-    with serve(make_chat_model(tiny_llama, root / "tiny-chat"), root / "server.log", "--api-key", KEY) as s:
+    words = root / "words.txt"
+    words.write_text("바보\n", encoding="utf-8")
+    with serve(make_chat_model(tiny_llama, root / "tiny-chat"), root / "server.log", "--api-key", KEY,
+               "--moderation", f"words:{words}", "--moderation-message", REFUSAL) as s:
         yield s
 
 
@@ -131,3 +135,21 @@ def test_markup_in_messages_is_shown_as_text(server, browser):
     assert users[-1] == payload
     assert browser.find_elements("css selector", "#log img, #log b") == []
     assert browser.execute_script("return window.__pwned === undefined")
+
+
+def test_a_flagged_message_is_shown_as_a_refusal_and_leaves_the_conversation(server, browser):
+    done = replies_done(browser)
+    send(browser, "이 바보야")
+    wait(browser, "return document.querySelector('.assistant[data-state=refused]')")
+    refused = browser.find_element("css selector", ".assistant.refused")
+    assert refused.text == REFUSAL
+    assert refused.value_of_css_property("font-style") == "italic"  # styled as a refusal, not as a model reply
+    assert not browser.find_elements("css selector", ".error")
+    assert server.stats()["moderation"]["flagged"] == 1 and server.stats()["requests"]["accepted"] == done
+    # the conversation goes on without the refused message: the next turn is answered by the model
+    send(browser, "안녕")
+    wait(browser, f"return document.querySelectorAll('.assistant[data-state=done]').length > {done}")
+    stats = server.stats()
+    assert stats["moderation"] == {"checked": done + 2, "flagged": 1, "errors": 0, "allowed_on_error": 0,
+                                   "categories": {"words": 1}}
+    assert stats["requests"]["accepted"] == done + 1

@@ -41,6 +41,8 @@ def _changed(name: str, tp, default):
         tp = next(a for a in get_args(tp) if a is not type(None))
     if name == "tasks":
         return ["copa", "wic"]
+    if name == "moderation":
+        return ["openai", "words:b b.txt"]
     if name.endswith("key_env"):
         return "SOME_API_KEY"
     if name.endswith("_url"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from kotune.common.terms import TermMatcher
 from kotune.selfinstruct.config import FilterConfig
 from kotune.selfinstruct.prompt import Task
 
@@ -34,18 +35,11 @@ class TaskFilter:
 
     def __init__(self, cfg: FilterConfig):
         self.cfg = cfg
-        english = [w for w in cfg.blacklist if w.isascii()]
-        self._korean = [w for w in cfg.blacklist if not w.isascii()]
-        self._english = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in english) + r")s?\b", re.I) if english else None
-        self._exceptions = sorted(cfg.blacklist_exceptions, key=len, reverse=True)
+        self._blacklist = TermMatcher(cfg.blacklist, cfg.blacklist_exceptions)
 
     def blacklisted(self, text: str) -> str | None:
         """The blacklisted term `text` contains, if any."""
-        for word in self._exceptions:
-            text = text.replace(word, " ")
-        if self._english and (m := self._english.search(text)):
-            return m.group(0)
-        return next((w for w in self._korean if w in text), None)
+        return self._blacklist.find(text)
 
     def reason(self, task: Task) -> str | None:
         cfg, inst = self.cfg, task.instruction.strip()

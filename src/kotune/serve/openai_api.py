@@ -4,6 +4,11 @@ Routes: `/v1/chat/completions` and `/v1/completions` (streamed as server-sent ev
 or whole), `/v1/models`, `/health` (the engine's and the server's counters), and the chat page at `/`. Every
 error has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
+With `--moderation`, the user messages of each request that passed validation are checked (`moderation_gate`)
+before the engine sees it; a flagged request is answered like any reply, with the configured message and
+`finish_reason: "content_filter"`. With a local check (`words:` or `model:`) the server also answers
+`/v1/moderations`.
+
 The event loop never waits on the model: prompts are tokenized in a worker thread, the engine decodes in its own
 thread and hands each output to the loop with `call_soon_threadsafe`. A client that disconnects cancels its
 request (`Counters` keeps count). Requests beyond the engine's batch and queue get 429. Binds 127.0.0.1 unless
@@ -37,6 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kotune.models.generate import Engine, EngineBusy, Output, SamplingParams
 from kotune.serve import protocol as p
 from kotune.serve.config import ServeConfig
+from kotune.serve.moderation_gate import Gate
 
 log = logging.getLogger("kotune.serve")
 
@@ -118,12 +124,14 @@ class AsyncGeneration:
         return Output("".join(texts), out.finish_reason, out.prompt_tokens, out.completion_tokens, out.error)
 
 
-def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
-    """The FastAPI app serving `engine` (whoever made the engine closes it)."""
+def create_app(engine: Engine, cfg: ServeConfig, checks: list | None = None) -> FastAPI:
+    """The FastAPI app serving `engine` (whoever made the engine closes it); `checks` (moderation.build_checks)
+    see every request's user messages before the engine does."""
     model_id = cfg.served_model_name or Path(cfg.model.rstrip("/")).name or cfg.model
     created = p.now()
     app = FastAPI(title="kotune", docs_url=None, redoc_url=None, openapi_url=None)
     counters = app.state.counters = Counters()
+    gate = app.state.moderation = Gate(checks or [], cfg)
     if cfg.allow_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -151,7 +159,8 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": model_id, **engine.stats(), "requests": counters.as_dict()}
+        moderation = {"moderation": gate.counters.as_dict()} if gate.checks else {}
+        return {"status": "ok", "model": model_id, **engine.stats(), "requests": counters.as_dict(), **moderation}
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> p.ModelList:
@@ -160,14 +169,21 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
         encode = lambda: engine.encode_chat(body.message_dicts())  # noqa: E731
-        gen = await _start(engine, cfg, model_id, body, encode, "messages", counters)
+        ids, params = await _prepare(engine, cfg, model_id, body, encode, "messages")
         rid = p.new_id("chatcmpl")
-        if body.stream:
-            return _SSE(_chat_events(gen, rid, model_id, body.include_usage), gen)
-        out = await _collect_or_cancel(gen, request)
-        if out is None:
-            return Response(status_code=499)  # nginx's "client closed request": never seen by anyone
-        _raise_if_failed(out)
+        user_texts = [m.text() for m in body.messages if m.role == "user"]
+        if (await gate.decide(user_texts, f"chat request {rid}")).flagged:
+            out = _refusal(cfg, ids)
+            if body.stream:
+                return StreamingResponse(_chat_events(_once(out), rid, model_id, body.include_usage), **_SSE_HEADERS)
+        else:
+            gen = _submit(engine, ids, params, counters)
+            if body.stream:
+                return _SSE(_chat_events(gen, rid, model_id, body.include_usage), gen)
+            out = await _collect_or_cancel(gen, request)
+            if out is None:
+                return Response(status_code=499)  # nginx's "client closed request": never seen by anyone
+            _raise_if_failed(out)
         return JSONResponse(p.ChatCompletion(
             id=rid, created=p.now(), model=model_id, usage=p.Usage.of(out.prompt_tokens, out.completion_tokens),
             choices=[p.ChatChoice(message=p.AssistantMessage(content=out.text), finish_reason=out.finish_reason)],
@@ -175,26 +191,54 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/v1/completions", dependencies=auth)
     async def completions(body: p.CompletionRequest, request: Request) -> Response:
-        gen = await _start(engine, cfg, model_id, body, lambda: engine.encode_text(body.prompt), "prompt", counters,
-                           default_max_tokens=16)  # OpenAI's default for text completions
+        ids, params = await _prepare(engine, cfg, model_id, body, lambda: engine.encode_text(body.prompt), "prompt",
+                                     default_max_tokens=16)  # OpenAI's default for text completions
         rid = p.new_id("cmpl")
-        if body.stream:
-            return _SSE(_completion_events(gen, rid, model_id, body.include_usage), gen)
-        out = await _collect_or_cancel(gen, request)
-        if out is None:
-            return Response(status_code=499)
-        _raise_if_failed(out)
+        if (await gate.decide([body.prompt], f"completion request {rid}")).flagged:
+            out = _refusal(cfg, ids)
+            if body.stream:
+                events = _completion_events(_once(out), rid, model_id, body.include_usage)
+                return StreamingResponse(events, **_SSE_HEADERS)
+        else:
+            gen = _submit(engine, ids, params, counters)
+            if body.stream:
+                return _SSE(_completion_events(gen, rid, model_id, body.include_usage), gen)
+            out = await _collect_or_cancel(gen, request)
+            if out is None:
+                return Response(status_code=499)
+            _raise_if_failed(out)
         return JSONResponse(p.Completion(
             id=rid, created=p.now(), model=model_id, usage=p.Usage.of(out.prompt_tokens, out.completion_tokens),
             choices=[p.TextChoice(text=out.text, finish_reason=out.finish_reason)],
         ).model_dump())
 
+    if gate.serves_moderations:
+        @app.post("/v1/moderations", dependencies=auth)
+        async def moderations(body: p.ModerationRequest) -> p.ModerationResponse:
+            try:
+                verdicts = await gate.moderate(body.texts())
+            except Exception as e:
+                log.exception("/v1/moderations failed")
+                raise APIError(500, f"moderation failed: {type(e).__name__}: {e}", type="server_error") from e
+            results = [p.ModerationResult(flagged=v.flagged, categories=v.categories, category_scores=v.scores)
+                       for v in verdicts]
+            return p.ModerationResponse(id=p.new_id("modr"), model=body.model or model_id, results=results)
+
     return app
 
 
-async def _start(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, prompt_field: str,
-                 counters: Counters, *, default_max_tokens: int | None = None) -> AsyncGeneration:
-    """Check the model and limits, tokenize off the event loop, and submit the request."""
+def _refusal(cfg: ServeConfig, ids: list[int]) -> Output:
+    """What a flagged request is answered: the configured message, finished by the content filter."""
+    return Output(cfg.moderation_message, "content_filter", prompt_tokens=len(ids), completion_tokens=0)
+
+
+async def _once(out: Output) -> AsyncIterator[Output]:
+    yield out
+
+
+async def _prepare(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, prompt_field: str, *,
+                   default_max_tokens: int | None = None) -> tuple[list[int], SamplingParams]:
+    """Check the model and limits and tokenize off the event loop: the prompt and how to sample its reply."""
     if body.model not in (model_id, cfg.model):
         raise APIError(404, f"The model '{body.model}' does not exist; this server serves '{model_id}'.",
                        param="model", code="model_not_found")
@@ -221,6 +265,11 @@ async def _start(engine: Engine, cfg: ServeConfig, model_id: str, body, encode, 
         top_p=body.top_p or 1.0, top_k=body.top_k or 0, repetition_penalty=body.repetition_penalty or 1.0,
         stop=tuple(body.stop), seed=body.seed, ignore_eos=body.ignore_eos,
     )
+    return ids, params
+
+
+def _submit(engine: Engine, ids: list[int], params: SamplingParams, counters: Counters) -> AsyncGeneration:
+    """Hand the request to the engine, or answer 429 when its batch and queue are full."""
     try:
         return AsyncGeneration(engine, ids, params, counters)
     except EngineBusy as e:
@@ -255,14 +304,16 @@ def _raise_if_failed(out: Output) -> None:
         raise APIError(500, out.error or "generation failed", type="server_error")
 
 
+_SSE_HEADERS = {"media_type": "text/event-stream", "headers": {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}}
+
+
 class _SSE(StreamingResponse):
     """Server-sent events of one generation, which ends with the response however that ends: streamed to the
     end, or the client gone (the response task is cancelled), even before the first event (then the events'
     generator never started, and a `finally` inside it would never run)."""
 
     def __init__(self, events: AsyncIterator[str], gen: AsyncGeneration):
-        super().__init__(events, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        super().__init__(events, **_SSE_HEADERS)
         self._gen = gen
 
     async def __call__(self, scope, receive, send) -> None:
@@ -430,6 +481,8 @@ def run(cfg: ServeConfig) -> None:
     """Check the port, load the model and serve until interrupted (the API key from $KOTUNE_API_KEY if unset)."""
     import uvicorn
 
+    from kotune.serve.moderation import build_checks
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if cfg.api_key is None and os.environ.get("KOTUNE_API_KEY"):
         cfg = replace(cfg, api_key=os.environ["KOTUNE_API_KEY"])
@@ -439,12 +492,16 @@ def run(cfg: ServeConfig) -> None:
                     cfg.host, cfg.port)
     sockets = bind(cfg.host, cfg.port)
     try:
+        checks = build_checks(cfg)  # before the model: a bad --moderation spec fails in seconds
+        for check in checks:
+            print(f"kotune: moderating user messages with {check.name}"
+                  + (f" (flags: {', '.join(check.categories)})" if check.categories else ""), flush=True)
         engine = Engine.load(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
                              max_batch_size=cfg.max_batch_size, max_waiting=cfg.max_queue, threads=cfg.threads)
         try:
             if engine.template_note:
                 print(f"note: {engine.template_note}", flush=True)
-            app = create_app(engine, cfg)
+            app = create_app(engine, cfg, checks)
             shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
             print(f"kotune: serving {cfg.model} at http://{shown}:{cfg.port}/ (OpenAI API under /v1)", flush=True)
             config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info",

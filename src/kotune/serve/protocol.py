@@ -159,7 +159,7 @@ class Usage(BaseModel):
         return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "content_filter"]
 
 
 class AssistantMessage(BaseModel):
@@ -232,6 +232,30 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ModerationRequest(_Strict):
+    """OpenAI's `/v1/moderations` body: text inputs (a string, strings, or `{"type": "text"}` parts)."""
+
+    input: str | list[str] | list[TextPart] = Field(min_length=1)
+    model: str | None = None
+
+    def texts(self) -> list[str]:
+        if isinstance(self.input, str):
+            return [self.input]
+        return [part if isinstance(part, str) else part.text for part in self.input]
+
+
+class ModerationResult(BaseModel):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+
+
+class ModerationResponse(BaseModel):
+    id: str
+    model: str
+    results: list[ModerationResult]
 
 
 def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
