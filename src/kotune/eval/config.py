@@ -1,4 +1,4 @@
-"""The options of `kotune eval kobest`, `kotune eval lm-eval` and `kotune eval generate`, and of the pipeline's evaluation sections.
+"""The options of `kotune eval kobest`, `eval lm-eval` and `eval generate`, and of the pipeline's evaluation sections.
 
 A pipeline section is the command's options without the models and the output folder (the pipeline sets those:
 the final model, every earlier one as a baseline, `run_dir/eval`); the command's config adds them. Light on

@@ -120,7 +120,7 @@ def resolve_tasks(spec: list[str]) -> tuple[list, object | None, list[str]]:
         elif path.is_file() and path.suffix in (".yaml", ".yml"):
             if "tasks" in _read_yaml(path, resolve_func=False, recursive=False):
                 if path.resolve() in lists:
-                    raise ValueError(f"tasks: {path} lists itself (through another task list)")
+                    raise ValueError(f"tasks: {path} is read twice (a task list that lists itself, or listed twice)")
                 lists.add(path.resolve())
                 pending[:0] = task_list(path)
                 continue

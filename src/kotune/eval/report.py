@@ -2,7 +2,8 @@
 
 Every eval command's caller (`kotune.eval.commands`, the pipeline) calls `write_report(out)` after it, so the
 report always shows every result in the folder: the KoBEST tables beside the published reference rows and any
-baselines, any other lm-eval tasks, the generation checks, and a few sample replies. Tables for the console come from here too, so the terminal and the report agree.
+baselines, any other lm-eval tasks, the generation checks, and a few sample replies. Tables for the console come
+from here too, so the terminal and the report agree.
 """
 
 from __future__ import annotations

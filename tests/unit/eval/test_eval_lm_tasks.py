@@ -14,7 +14,8 @@ from kotune.eval.report import lm_eval_console_table, lm_eval_markdown, write_re
 from kotune.eval.runs import LM_EVAL_JSON
 
 CHATBAKER = REPO / "recipes" / "eval" / "chatbaker_english.yaml"
-TASK = "task: t1\ndataset_path: json\ndataset_kwargs: {data_files: {test: d/test.jsonl}}\noutput_type: multiple_choice\n"
+TASK = ("task: t1\ndataset_path: json\ndataset_kwargs: {data_files: {test: d/test.jsonl}}\n"
+        "output_type: multiple_choice\n")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_folders_files_and_task_lists_resolve_without_the_index(tmp_path, monkey
     ({"t.yaml": "task: [oops\n"}, r"t.yaml: lm-eval cannot load this YAML"),
     ({"t.yaml": "dataset_path: json\n"}, r"holds no task YAML.*t.yaml \(no task: key\)"),
     ({"l.yaml": "tasks: [a]\nshots: 5\n"}, r"l.yaml: a task list holds only `tasks:`"),
-    ({"l.yaml": "tasks: [l.yaml]\n"}, r"l.yaml lists itself"),
+    ({"l.yaml": "tasks: [l.yaml]\n"}, r"l.yaml is read twice"),
     ({"g.yaml": "group: g\ntask: [a]\n"}, r"g.yaml is a group, not a task YAML"),
 ])
 def test_bad_task_files_are_named(tmp_path, monkeypatch, files, message):
