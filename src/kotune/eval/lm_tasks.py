@@ -46,15 +46,22 @@ def folder_tasks(folder: str | Path) -> tuple[list[dict], list[str]]:
 
 def task_yaml(path: Path) -> tuple[dict | None, str]:
     """One lm-eval task YAML loaded as lm-eval loads it (`include:` merged, `!function` resolved against the
-    YAML's folder); (None, why) for a group or a template without `task:`.
+    YAML's folder) and built once; (None, why) for a group or a template without `task:`.
 
     A relative `data_files` path that exists beside the YAML is made absolute: `datasets` would resolve it against
     the working directory, so the folder would only work when run from inside it.
     """
+    from lm_eval.tasks import TaskManager
+
     cfg = _read_yaml(path, resolve_func=True, recursive=True)
     if "group" in cfg or not isinstance(cfg.get("task"), str):
         return None, "a group" if "group" in cfg else "no task: key"
-    return _local_data_files(cfg, path.parent), ""
+    cfg = _local_data_files(cfg, path.parent)
+    try:  # built once here, so a bad template or data file fails before any model is loaded (local data: quick)
+        TaskManager(include_defaults=False).load([cfg])
+    except Exception as e:  # noqa: BLE001 - jinja, datasets and lm-eval's own errors alike: name the file
+        raise ValueError(f"{path}: lm-eval cannot build task {cfg['task']}: {type(e).__name__}: {e}") from e
+    return cfg, ""
 
 
 def _read_yaml(path: Path, **how) -> dict:

@@ -15,7 +15,8 @@ from kotune.eval.runs import LM_EVAL_JSON
 
 CHATBAKER = REPO / "recipes" / "eval" / "chatbaker_english.yaml"
 TASK = ("task: t1\ndataset_path: json\ndataset_kwargs: {data_files: {test: d/test.jsonl}}\n"
-        "output_type: multiple_choice\n")
+        "output_type: multiple_choice\ntest_split: test\ndoc_to_text: '{{q}}'\ndoc_to_choice: [a, b]\n"
+        "doc_to_target: label\n")
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +95,13 @@ def test_folders_files_and_task_lists_resolve_without_the_index(tmp_path, monkey
     ({"l.yaml": "tasks: [a]\nshots: 5\n"}, r"l.yaml: a task list holds only `tasks:`"),
     ({"l.yaml": "tasks: [l.yaml]\n"}, r"l.yaml is read twice"),
     ({"g.yaml": "group: g\ntask: [a]\n"}, r"g.yaml is a group, not a task YAML"),
+    ({"t.yaml": TASK.replace("{{q}}", "{{q}")}, r"t.yaml: lm-eval cannot build task t1: TemplateSyntaxError"),
+    ({"t.yaml": TASK.replace("d/test", "missing")}, r"t.yaml: lm-eval cannot build task t1: FileNotFoundError"),
 ])
 def test_bad_task_files_are_named(tmp_path, monkeypatch, files, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "test.jsonl").write_text('{"q": "하늘은?", "label": 0}\n', encoding="utf-8")
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     spec = [str(tmp_path)] if "t.yaml" in files else [next(iter(files))]
