@@ -6,7 +6,7 @@
 The same job two ways: one tiny GPT-NeoX model built once (random weights, saved; `--model` takes any other),
 all five KoBEST tasks, 0-shot, the first `--limit` test documents of each, batch size 8, fp32 on CPU.
 
-- kotune: `kotune.eval.kobest.run(...)`, what `kotune eval kobest MODEL --limit N --out DIR` runs: loads the model
+- kotune: `kotune.eval.commands.kobest(...)`, what `kotune eval kobest MODEL --limit N --out DIR` runs: loads the model
   through kotune (`kotune.models.load`), wraps it in lm-eval's HFLM, runs lm-eval, writes kobest.json, lm-eval's
   raw results, report.md and the chart.
 - lm-eval: `lm_eval.simple_evaluate(model="hf", model_args="pretrained=MODEL,dtype=float32", ...)`, so lm-eval
@@ -61,10 +61,12 @@ def prepare(workdir: Path, args) -> str:
 
 
 def worker_kotune(args) -> dict:
-    from kotune.eval.kobest import TASKS, run
+    from kotune.eval.commands import kobest
+    from kotune.eval.config import KobestConfig
+    from kotune.eval.kobest import TASKS
 
-    data = run(args.model, tasks=TASKS, shots=[0], limit=args.limit, batch_size=args.batch_size, out=args.out,
-               device="cpu", dtype="fp32")
+    data = kobest(KobestConfig(model=args.model, tasks=list(TASKS), shots=[0], limit=args.limit,
+                               batch_size=args.batch_size, out=args.out, device="cpu", dtype="fp32"))
     return {s["task"]: {"acc": s["acc"], "f1": s["f1"], "acc_norm": s["acc_norm"]} for s in data["models"][0]["scores"]}
 
 

@@ -157,9 +157,12 @@ COMMANDS: dict[str | None, tuple[str | None, dict[str, tuple[str, str, str]]]] =
     "tokenizer": ("train Korean tokenizers", {
         "train": ("train a byte-level BPE tokenizer on Korean corpora and report how well it fits",
                   "kotune.pretrain.tokenizer_config.TokenizerConfig", "kotune.pretrain.tokenizer.run")}),
-    "eval": ("evaluate models: KoBEST through lm-eval, generation checks, pairwise judging, a Markdown report", {
+    "eval": ("evaluate models: KoBEST and any lm-eval task, generation checks, pairwise judging, a Markdown report", {
         "kobest": ("KoBEST through lm-evaluation-harness, offline: acc and macro-F1 per task and shot count, beside "
-                   "published numbers and any --baseline", "kotune.eval.config.KobestConfig", "kotune.eval.kobest.run"),
+                   "published numbers and any --baseline", "kotune.eval.config.KobestConfig", "kotune.eval.commands.kobest"),
+        "lm-eval": ("any lm-evaluation-harness tasks, by name (data from the Hub) or a folder of task YAMLs (local "
+                    "data, offline): every metric per task and shot count, beside any --baseline",
+                    "kotune.eval.config.LmEvalConfig", "kotune.eval.commands.lm_eval"),
         "generate": ("reply to a Korean prompt set with the model's chat template; report stop rate, repetition, "
                      "distinct-1/2, length and looping replies", "kotune.eval.config.GenerateConfig",
                      "kotune.eval.generate_eval.run"),

@@ -10,7 +10,9 @@ import pytest
 
 from kotune_test_paths import REPO
 from kotune.eval.config import KobestConfig
-from kotune.eval.kobest import DATA_DIR, TASKS, evaluate_lm, run, scores_from_results, task_configs
+from kotune.eval.commands import kobest
+from kotune.eval.harness import evaluate_lm
+from kotune.eval.kobest import DATA_DIR, TASKS, scores_from_results, task_configs
 
 pytestmark = pytest.mark.slow
 
@@ -100,8 +102,8 @@ def _lora_adapter(base: Path, out: Path) -> Path:
 def test_adapter_against_its_base_writes_tables_and_report(tiny_neox, tmp_path):
     adapter = _lora_adapter(tiny_neox, tmp_path / "sft-lora")
     out = tmp_path / "eval"
-    data = run(KobestConfig(model=str(adapter), tasks=["copa", "sentineg"], shots=[0, 1], limit=4, batch_size=4,
-                            out=str(out), baselines=[str(tiny_neox)]))
+    data = kobest(KobestConfig(model=str(adapter), tasks=["copa", "sentineg"], shots=[0, 1], limit=4, batch_size=4,
+                               out=str(out), baselines=[str(tiny_neox)]))
 
     saved = json.loads((out / "kobest.json").read_text(encoding="utf-8"))
     assert saved == json.loads(json.dumps(data))

@@ -31,6 +31,11 @@ def test_no_library_warning_reaches_the_terminal(tmp_path):
     prefs = SAMPLES / "vaiv_preference.sample.json"
     short = ["train.max_steps=1", "data.max_length=256"]
     base, sft, merged = tmp_path / "base", tmp_path / "sft", tmp_path / "merged"
+    task, docs = tmp_path / "task.yaml", tmp_path / "docs.jsonl"  # one local lm-eval task of two documents
+    docs.write_text('{"q": "하늘은 파란가?", "label": 1}\n{"q": "불은 차가운가?", "label": 0}\n', encoding="utf-8")
+    task.write_text(f"task: ko_yesno\ndataset_path: json\ndataset_kwargs: {{data_files: {{test: {docs}}}}}\n"
+                    "output_type: multiple_choice\ntest_split: test\ndoc_to_text: '{{q}}'\n"
+                    "doc_to_choice: ['아니오', '예']\ndoc_to_target: label\n", encoding="utf-8")
     commands = {
         "model tiny": ["model", "tiny", "--out", base, "--vocab-size", "1000"],
         "tokenizer train": ["tokenizer", "train", SAMPLES / "chatbotdata_ko.txt", "--vocab-size", "500",
@@ -53,6 +58,7 @@ def test_no_library_warning_reaches_the_terminal(tmp_path):
         "ppo": ["ppo", "recipes/preference/tiny_ppo.yaml", f"model={merged}", f"reward_model={tmp_path / 'rm'}",
                 f"output_dir={tmp_path / 'ppo'}", "train.steps=1", "data.max_prompts=8", "generation.max_new_tokens=4"],
         "eval kobest": ["eval", "kobest", merged, "--tasks", "boolq", "--limit", "2", "--out", tmp_path / "eval"],
+        "eval lm-eval": ["eval", "lm-eval", merged, "--tasks", task, "--out", tmp_path / "eval"],
         "eval generate": ["eval", "generate", sft, "--limit", "2", "--max-new-tokens", "4", "--out", tmp_path / "eval"],
     }
     noisy = {}

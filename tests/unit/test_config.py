@@ -65,6 +65,11 @@ def test_every_recipe_is_valid(recipe):
     first = recipe.read_text(encoding="utf-8").splitlines()[0]
     assert first.startswith("# ") and "kotune " in first, f"{recipe}: first line must be the command"
     command = first.split("kotune ")[-1].split()
+    if command[:2] == ["eval", "lm-eval"]:  # a task list; its names are checked in tests/unit/eval/test_eval_lm_tasks.py
+        from kotune.eval.config import LmEvalSection
+
+        assert load_config(LmEvalSection, str(recipe)).tasks and f"--tasks {recipe.relative_to(REPO)}" in first
+        return
     stage = command[0]
     assert stage in RECIPE_STAGES, f"{recipe} is for `kotune {stage}`, which is not a recipe stage"
     cfg = load_config(_import(RECIPE_STAGES[stage][1]), str(recipe))

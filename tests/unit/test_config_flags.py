@@ -31,7 +31,7 @@ COMMANDS = _config_commands(cli.build_parser())
 
 def test_every_command_that_is_not_a_recipe_stage_is_built_from_a_config():
     assert {" ".join(words) for words, _ in COMMANDS} == {
-        "tokenizer train", "eval kobest", "eval generate", "eval judge", "chat", "serve", "model tiny", "lora merge",
+        "tokenizer train", "eval kobest", "eval lm-eval", "eval generate", "eval judge", "chat", "serve", "model tiny", "lora merge",
         "data dedup"}
 
 

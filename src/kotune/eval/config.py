@@ -1,4 +1,4 @@
-"""The options of `kotune eval kobest` and `kotune eval generate`, and of the pipeline's evaluation sections.
+"""The options of `kotune eval kobest`, `eval lm-eval` and `eval generate`, and of the pipeline's evaluation sections.
 
 A pipeline section is the command's options without the models and the output folder (the pipeline sets those:
 the final model, every earlier one as a baseline, `run_dir/eval`); the command's config adds them. Light on
@@ -80,26 +80,59 @@ class Targets:
 
 
 @dataclass
-class KobestSection(ModelOptions):
-    """The pipeline's `eval_kobest` section: KoBEST through lm-eval, on the base model and every trained stage."""
+class HarnessOptions(ModelOptions):
+    """What every lm-eval run takes: shot counts, a document limit, lm-eval's batch size."""
 
-    tasks: list[str] = opt(list(TASKS), "KoBEST tasks, of boolq,copa,wic,hellaswag,sentineg, or all", cli="comma")
     shots: list[int] = opt([0], "few-shot counts, one run each, e.g. 0,5,10", cli="comma")
     limit: int | None = opt(None, "score only the first N test documents per task (quick checks; not comparable "
                                   "with published numbers)")
     batch_size: int | str = opt(8, "lm-eval batch size, or auto")
-    data_dir: str | None = opt(None, "folder with <task>/{train,validation,test}.jsonl (default: the shipped "
-                                     "KoBEST v1.0)")
 
     def __post_init__(self) -> None:
-        self.tasks, self.shots = parse_tasks(self.tasks), parse_shots(self.shots)
+        self.shots = parse_shots(self.shots)
         self.batch_size = parse_batch_size(self.batch_size)
         _positive("limit", self.limit, "documents")
 
 
 @dataclass
+class KobestSection(HarnessOptions):
+    """The pipeline's `eval_kobest` section: KoBEST through lm-eval, on the base model and every trained stage."""
+
+    tasks: list[str] = opt(list(TASKS), "KoBEST tasks, of boolq,copa,wic,hellaswag,sentineg, or all", cli="comma")
+    data_dir: str | None = opt(None, "folder with <task>/{train,validation,test}.jsonl (default: the shipped "
+                                     "KoBEST v1.0)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.tasks = parse_tasks(self.tasks)
+
+
+@dataclass
 class KobestConfig(KobestSection, Targets):
     """`kotune eval kobest MODEL`."""
+
+
+@dataclass
+class LmEvalSection(HarnessOptions):
+    """The pipeline's `eval_lm_eval` section: any lm-eval tasks, on the base model and every trained stage."""
+
+    tasks: list[str] = opt(help="lm-eval task or group names (arc_easy,piqa: data from the Hub) and/or folders of "
+                                "task YAMLs (each YAML with a `task:` in it; local data works offline), comma- or "
+                                "space-separated",
+                           cli="flag", kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        items = [self.tasks] if isinstance(self.tasks, str) else self.tasks
+        names = (name.strip() for item in items for name in str(item).split(","))  # `a,b` and `a b` alike
+        self.tasks = list(dict.fromkeys(name for name in names if name))
+        if not self.tasks:
+            raise ValueError("tasks: give lm-eval task names (e.g. arc_easy,piqa) or a folder of task YAMLs")
+
+
+@dataclass
+class LmEvalConfig(LmEvalSection, Targets):
+    """`kotune eval lm-eval MODEL --tasks NAMES|DIR`."""
 
 
 @dataclass

@@ -14,28 +14,18 @@ numbers are equal.
 
 from __future__ import annotations
 
-import gc
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from kotune.common.device import resolve_device, resolve_precision
 from kotune.eval.config import KobestConfig
+from kotune.eval.harness import evaluate_lm, evaluate_models, number
 from kotune.eval.kobest_reference import TASKS
-from kotune.eval.report import kobest_console_table, write_report
-from kotune.eval.runs import (
-    KOBEST_JSON,
-    default_out_dir,
-    unique_labels,
-    write_json,
-)
+from kotune.eval.runs import KOBEST_JSON, out_dir, write_json
 from kotune.resources import resource_path
 
 TASKS_DIR = Path(__file__).resolve().parent / "kobest_tasks"
 DATA_DIR = resource_path("kobest", "v1.0")
 SPLITS = ("train", "validation", "test")
-
-
 
 
 # ------------------------------------------------------------------------------------------ lm-eval
@@ -84,25 +74,6 @@ def task_configs(tasks: Sequence[str], data_dir: str | Path = DATA_DIR) -> list[
     return configs
 
 
-def evaluate_lm(lm, configs: list[dict], *, num_fewshot: int, limit: int | None, log_samples: bool = False) -> dict:
-    """One lm-eval run of `configs` with `lm` (an lm-eval LM, e.g. HFLM); returns lm-eval's results dict
-    (with every document's prompts and log-likelihoods under "samples" when `log_samples`).
-
-    `include_defaults=False`: only our task configs are loaded, so lm-eval does not index its thousands of
-    bundled task YAMLs (seconds per run) and no bundled task can shadow ours.
-    """
-    import lm_eval.evaluator
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
-    # lm-eval records the git commit of the working directory by running `git describe`, whose "fatal: not a git
-    # repository" goes straight to the terminal outside a checkout; the commit of the user's folder says nothing
-    # about the scores, so none is recorded.
-    lm_eval.evaluator.get_git_commit_hash = lambda: None
-    return simple_evaluate(model=lm, tasks=configs, num_fewshot=num_fewshot, limit=limit,
-                           task_manager=TaskManager(include_defaults=False), log_samples=log_samples)
-
-
 def scores_from_results(results: dict, tasks: Sequence[str], shots: int) -> list[dict]:
     """One row per task: {task, shots, n, acc, acc_stderr, acc_norm, f1} from lm-eval's results dict."""
     rows = []
@@ -114,47 +85,19 @@ def scores_from_results(results: dict, tasks: Sequence[str], shots: int) -> list
             "shots": shots,
             "n": results.get("n-samples", {}).get(name, {}).get("effective"),
             "acc": r["acc,none"],
-            "acc_stderr": _number(r.get("acc_stderr,none")),
+            "acc_stderr": number(r.get("acc_stderr,none")),
             "acc_norm": r.get("acc_norm,none"),
             "f1": r["f1,none"],
         })
     return rows
 
 
-def _number(value):
-    return value if isinstance(value, (int, float)) else None  # lm-eval writes "N/A" where it has no stderr
-
-
 # ------------------------------------------------------------------------------------------ command
 
 
-def evaluate_model(path: str, *, tasks: Sequence[str], shots: Sequence[int], configs: list[dict],
-                   limit: int | None, batch_size: int | str, device: str, dtype: str, out: Path, label: str,
-                   trust_remote_code: bool = False, progress=None) -> list[dict]:
-    """Load `path` (model, hub id or LoRA adapter) and run every shot count; writes lm-eval's raw results."""
-    from lm_eval.models.huggingface import HFLM
-
-    from kotune.models.load import load_model, load_tokenizer
-
-    model = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    rows: list[dict] = []
-    for k in shots:
-        if progress is not None:
-            progress.set_postfix_str(f"{label}, {k}-shot")
-        results = evaluate_lm(lm, configs, num_fewshot=k, limit=limit)
-        write_json(out / "lm_eval" / f"{label}_{k}shot.json", results)
-        rows.extend(scores_from_results(results, tasks, k))
-        if progress is not None:
-            progress.update()
-    del lm, model
-    gc.collect()
-    return rows
-
-
 def run(cfg: KobestConfig) -> dict:
-    """Evaluate `cfg.model` (and each baseline) on KoBEST; write kobest.json, lm-eval's raw results and report.md.
+    """Evaluate `cfg.model` (and each baseline) on KoBEST; write kobest.json and lm-eval's raw results.
+    Printing the tables and writing report.md are the caller's (`kotune.eval.commands`, the pipeline).
 
     Args:
         cfg: the models, tasks, shot counts and loading options (see `KobestConfig` for each field).
@@ -164,34 +107,19 @@ def run(cfg: KobestConfig) -> dict:
     """
     from importlib.metadata import version
 
-    from tqdm.auto import tqdm
-
-    tasks, shots, limit, batch_size, baselines = cfg.tasks, cfg.shots, cfg.limit, cfg.batch_size, cfg.baselines
     data_dir = cfg.data_dir or DATA_DIR
-    configs = task_configs(tasks, data_dir)  # fails on missing data before any model is loaded
-    out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model)
-    device = resolve_device(cfg.device)
-    dtype = resolve_precision(cfg.dtype, device)
-    paths = [cfg.model, *baselines]
-    labels = unique_labels(paths)
-    started = time.time()
-    entries = []
-    with tqdm(total=len(paths) * len(shots), desc="KoBEST", unit="run") as bar:
-        for path, label, role in zip(paths, labels, ["model"] + ["baseline"] * len(baselines)):
-            rows = evaluate_model(path, tasks=tasks, shots=shots, configs=configs, limit=limit, batch_size=batch_size,
-                                  device=device, dtype=dtype, out=out, label=label,
-                                  trust_remote_code=cfg.trust_remote_code, progress=bar)
-            entries.append({"label": label, "path": str(path), "role": role, "scores": rows})
+    configs = task_configs(cfg.tasks, data_dir)  # fails on missing data before any model is loaded
+    out = out_dir(cfg)
+    entries, ran = evaluate_models(
+        cfg, run_once=lambda lm, k: evaluate_lm(lm, configs, num_fewshot=k, limit=cfg.limit),
+        scores=lambda results, k: scores_from_results(results, cfg.tasks, k), raw_dir=out / "lm_eval", desc="KoBEST")
     data = {
         "benchmark": "KoBEST v1.0, test splits",
         "lm_eval_version": version("lm_eval"),
-        "settings": {"tasks": tasks, "shots": shots, "limit": limit, "batch_size": batch_size,
-                     "data_dir": str(Path(data_dir).resolve()), "device": device, "dtype": dtype,
-                     "seconds": round(time.time() - started, 1)},
+        "settings": {"tasks": cfg.tasks, "shots": cfg.shots, "limit": cfg.limit, "batch_size": cfg.batch_size,
+                     "data_dir": str(Path(data_dir).resolve()), "device": ran["device"], "dtype": ran["dtype"],
+                     "seconds": ran["seconds"]},
         "models": entries,
     }
     write_json(out / KOBEST_JSON, data)
-    print(kobest_console_table(data))
-    report = write_report(out)
-    print(f"wrote {out / KOBEST_JSON} and {report}")
     return data

@@ -1,8 +1,9 @@
 """report.md and PNG charts from an eval output folder (see `kotune.eval.runs` for what the folder holds).
 
-Both eval commands call `write_report(out)` when they finish, so the report always shows every result in the
-folder: the KoBEST tables beside the published reference rows and any baselines, the generation checks, and a
-few sample replies. Tables for the console come from here too, so the terminal and the report agree.
+Every eval command's caller (`kotune.eval.commands`, the pipeline) calls `write_report(out)` after it, so the
+report always shows every result in the folder: the KoBEST tables beside the published reference rows and any
+baselines, any other lm-eval tasks, the generation checks, and a few sample replies. Tables for the console come
+from here too, so the terminal and the report agree.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kotune.eval.kobest_reference import REFERENCES, TASK_TITLES, headline_acc
-from kotune.eval.runs import GENERATION_JSON, GENERATIONS_JSONL, KOBEST_JSON, REPORT_MD, read_json
+from kotune.eval.runs import GENERATION_JSON, GENERATIONS_JSONL, KOBEST_JSON, LM_EVAL_JSON, REPORT_MD, read_json
 
 SAMPLE_PROMPTS = 3  # first prompts shown with every model's reply
 SAMPLE_LOOPS = 2  # looping replies shown per model
@@ -152,6 +153,95 @@ def plot_kobest(data: dict, png: Path) -> Path:
     return png
 
 
+# ------------------------------------------------------------------------------------------ any lm-eval task
+
+
+def _model_name(entry: dict) -> str:
+    return entry["label"] + (" (baseline)" if entry["role"] == "baseline" else "")
+
+
+def lm_eval_rows(data: dict, shots: int) -> list[list[str]]:
+    """Table rows for one shot count: one per (task, metric) any model has, a column per model (baselines
+    after the model), each `value ± lm-eval's standard error`."""
+    keys: dict[tuple[str, str], int | None] = {}
+    by_model = []
+    for entry in data["models"]:
+        scores = {s["task"]: s for s in entry["scores"] if s["shots"] == shots}
+        by_model.append(scores)
+        for task, s in scores.items():
+            for metric in s["metrics"]:
+                keys.setdefault((task, metric), s["n"])
+    rows = []
+    for (task, metric), n in keys.items():
+        cells = []
+        for scores in by_model:
+            s = scores.get(task)
+            value, se = (s["metrics"].get(metric), s["stderr"].get(metric)) if s else (None, None)
+            cells.append(_fmt(value) + (f" ± {se:.3f}" if value is not None and se is not None else ""))
+        rows.append([task, metric, "—" if n is None else str(n), *cells])
+    return rows
+
+
+def _lm_eval_headers(data: dict) -> list[str]:
+    return ["task", "metric", "n", *map(_model_name, data["models"])]
+
+
+def lm_eval_console_table(data: dict) -> str:
+    parts = [f"\nlm-eval {k}-shot\n" + _text_table(_lm_eval_headers(data), lm_eval_rows(data, k))
+             for k in data["settings"]["shots"]]
+    if data["settings"].get("skipped"):
+        parts.append("\nskipped YAMLs: " + "; ".join(data["settings"]["skipped"]))
+    note = limit_note(data["settings"].get("limit"))
+    if note:
+        parts.append(f"\nnote: {note}")
+    return "\n".join(parts)
+
+
+def lm_eval_markdown(data: dict, chart: str | None) -> str:
+    s = data["settings"]
+    lines = ["## lm-eval tasks", "",
+             f"{data['benchmark']}, scored by lm-evaluation-harness {data['lm_eval_version']}: every metric it "
+             f"reports, `± its standard error` (— where it has none). `n` is the number of documents scored. "
+             f"Batch size {s['batch_size']}, {s['dtype']} on {s['device']}."]
+    if s.get("limit"):
+        lines += ["", f"**{limit_note(s['limit'])}**"]
+    if s.get("skipped"):
+        lines += ["", "Skipped YAMLs (not tasks): " + "; ".join(f"`{x}`" for x in s["skipped"]) + "."]
+    for k in s["shots"]:
+        lines += ["", f"### {k}-shot", "", _md_table(_lm_eval_headers(data), lm_eval_rows(data, k))]
+    if chart:
+        lines += ["", f"![lm-eval tasks]({chart})"]
+    return "\n".join(lines)
+
+
+def headline_metric(metrics: dict) -> str | None:
+    """The metric a task's bar shows: acc_norm where lm-eval has it (length-normalised, what HellaSwag, ARC and
+    PIQA are usually quoted by), else acc, else the first it reports."""
+    return next((m for m in ("acc_norm", "acc") if m in metrics), next(iter(metrics), None))
+
+
+def plot_lm_eval(data: dict, png: Path) -> Path:
+    """The headline metric of each task at the lowest shot count, a bar per model."""
+    plt = _pyplot()
+    first = min(data["settings"]["shots"])
+    scores = [{s["task"]: s["metrics"] for s in e["scores"] if s["shots"] == first} for e in data["models"]]
+    tasks = list(dict.fromkeys(t for by_task in scores for t in by_task))
+    metric = {t: headline_metric(next(by_task[t] for by_task in scores if t in by_task)) for t in tasks}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(tasks) + 2), 3.8))
+    width = 0.8 / len(scores)
+    for i, (entry, by_task) in enumerate(zip(data["models"], scores)):
+        xs = [j + (i - (len(scores) - 1) / 2) * width for j in range(len(tasks))]
+        ax.bar(xs, [by_task.get(t, {}).get(metric[t]) or 0.0 for t in tasks], width, label=_model_name(entry))
+    ax.set_xticks(range(len(tasks)), [f"{t}\n{metric[t]}" for t in tasks], fontsize=7)
+    ax.set_title(f"lm-eval {first}-shot")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 # ------------------------------------------------------------------------------------------ generation
 
 GEN_HEADERS = ["model", "prompts", "stop rate", "looping", "mean tokens", "mean chars", "rep-4 (words)",
@@ -271,18 +361,21 @@ def write_report(out: str | Path) -> Path:
     """
     out = Path(out)
     kobest = read_json(out / KOBEST_JSON)
+    tasks = read_json(out / LM_EVAL_JSON)
     generation = read_json(out / GENERATION_JSON)
-    if kobest is None and generation is None:
-        raise FileNotFoundError(f"{out} has no {KOBEST_JSON} or {GENERATION_JSON}; run `kotune eval kobest` or "
-                                f"`kotune eval generate` with --out {out} first")
+    if kobest is None and tasks is None and generation is None:
+        raise FileNotFoundError(f"{out} has no {KOBEST_JSON}, {LM_EVAL_JSON} or {GENERATION_JSON}; run `kotune eval "
+                                f"kobest`, `kotune eval lm-eval` or `kotune eval generate` with --out {out} first")
     from kotune import __version__
 
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     sections = ["# kotune evaluation report", "", f"Written {now} by kotune {__version__}."]
-    models = {e["label"]: e["path"] for d in (kobest, generation) if d for e in d["models"]}
+    models = {e["label"]: e["path"] for d in (kobest, tasks, generation) if d for e in d["models"]}
     sections += ["", "Models: " + "; ".join(f"**{label}** = `{path}`" for label, path in models.items()) + "."]
     if kobest is not None:
         sections += ["", kobest_markdown(kobest, plot_kobest(kobest, out / "kobest.png").name)]
+    if tasks is not None:
+        sections += ["", lm_eval_markdown(tasks, plot_lm_eval(tasks, out / "lm_eval_tasks.png").name)]
     if generation is not None:
         path = out / GENERATIONS_JSONL
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kotune.config import opt
-from kotune.eval.config import GenerateSection, JudgeSection, KobestSection
+from kotune.eval.config import GenerateSection, JudgeSection, KobestSection, LmEvalSection
 from kotune.pretrain.tokenizer_config import TokenizerSection
 
 # The order stages always run in; a recipe lists the ones it wants.
-ORDER = ("check", "tokenizer", "pretrain", "selfinstruct", "sft", "reward", "ppo", "dpo", "eval_kobest", "eval_generate",
-         "eval_judge")
+ORDER = ("check", "tokenizer", "pretrain", "selfinstruct", "sft", "reward", "ppo", "dpo", "eval_kobest",
+         "eval_lm_eval", "eval_generate", "eval_judge")
 
 
 @dataclass
@@ -39,6 +39,8 @@ class PipelineConfig:
     ppo: StageRecipe | None = opt(None, "PPO against the reward model")
     dpo: StageRecipe | None = opt(None, "DPO from the SFT model")
     eval_kobest: KobestSection | None = opt(None, "KoBEST through lm-eval: the base model and every trained stage")
+    eval_lm_eval: LmEvalSection | None = opt(None, "any lm-eval tasks (names or a folder of task YAMLs): the base "
+                                                   "model and every trained stage")
     eval_generate: GenerateSection | None = opt(None, "generation checks: stop rate, repetition, loops")
     eval_judge: JudgeSection | None = opt(None, "pairwise judging by an OpenAI-compatible judge: the final model vs "
                                                 "every earlier stage's model and each listed endpoint")

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kotune.config import ConfigError, apply_overrides, from_dict, read_recipe, save_config, sets, to_dict
-from kotune.eval.config import GenerateConfig, JudgeConfig, KobestConfig
+from kotune.eval.config import GenerateConfig, JudgeConfig, KobestConfig, LmEvalConfig
 from kotune.pipeline.config import ORDER, PipelineConfig
 from kotune.pipeline.fingerprint import FileHashes, changes, flatten, strings, summary
 from kotune.pipeline.report import StageRun, write_pipeline_report
@@ -167,6 +167,8 @@ class Pipeline:
             made = [path for name, path in reversed(self.models) if name != "base"]
             return JudgeConfig(**{**section, "questions": section["questions"] or str(default_questions())},
                                models=made, out=out)
+        if stage == "eval_lm_eval":
+            return LmEvalConfig(**section, model=final, baselines=earlier, out=out)
         from kotune.eval.generate_eval import DEFAULT_PROMPTS
 
         return GenerateConfig(**{**section, "prompts": section["prompts"] or str(DEFAULT_PROMPTS)}, model=final,
@@ -400,9 +402,20 @@ class Pipeline:
         self._train("dpo", cfg)
 
     def eval_kobest(self, cfg: KobestConfig) -> None:
+        from kotune.eval.commands import finish
         from kotune.eval.kobest import run as kobest
+        from kotune.eval.report import kobest_console_table
+        from kotune.eval.runs import KOBEST_JSON
 
-        kobest(cfg)
+        finish(cfg, kobest(cfg), kobest_console_table, KOBEST_JSON, log=self.log)
+
+    def eval_lm_eval(self, cfg: LmEvalConfig) -> None:
+        from kotune.eval.commands import finish
+        from kotune.eval.lm_tasks import run as lm_tasks
+        from kotune.eval.report import lm_eval_console_table
+        from kotune.eval.runs import LM_EVAL_JSON
+
+        finish(cfg, lm_tasks(cfg), lm_eval_console_table, LM_EVAL_JSON, log=self.log)
 
     def eval_generate(self, cfg: GenerateConfig) -> None:
         from kotune.eval.generate_eval import run as generate

@@ -77,7 +77,7 @@ def test_report_with_kobest_and_generation(tmp_path):
 
 
 def test_report_needs_results(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run `kotune eval kobest` or `kotune eval generate` with --out"):
+    with pytest.raises(FileNotFoundError, match="`kotune eval lm-eval` or `kotune eval generate` with --out"):
         write_report(tmp_path)
 
 

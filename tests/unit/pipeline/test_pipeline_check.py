@@ -43,10 +43,20 @@ def test_bad_evaluation_and_tokenizer_sections_fail_when_the_pipeline_recipe_loa
     for override, message in [("eval_generate.max_new_token=8", "unknown key eval_generate.max_new_token"),
                               ("eval_generate.limit=0", "limit: expected a positive number of prompts"),
                               ("eval_kobest.tasks=[copaa]", "unknown KoBEST task copaa"),
+                              ("eval_lm_eval.limit=5", "missing required key eval_lm_eval.tasks"),
                               ("tokenizer.style=bert", "tokenizer.style: 'bert' is not one of gpt-neox, llama"),
                               ("tokenizer.vocab_size=100", "missing required key tokenizer.corpus")]:
         with pytest.raises(ConfigError, match=message):
             load_config(PipelineConfig, str(path), [override, *(["tokenizer.corpus=[a.txt]"] if "style" in override else [])])
+
+
+def test_lm_eval_section_evaluates_the_final_model_beside_every_earlier_one(project):
+    project["eval_lm_eval"] = {"tasks": ["recipes/eval/chatbaker_english.yaml"], "shots": [0, 5]}
+    pipeline = Pipeline(from_dict(PipelineConfig, project), [], lambda _: None)
+    cfg = pipeline.resolve("eval_lm_eval")
+    assert (cfg.model, cfg.baselines) == (str(pipeline.out("dpo")), [str(pipeline.out("sft")), project["base_model"]])
+    assert (cfg.out, cfg.tasks, cfg.shots) == (str(pipeline.out("eval")), project["eval_lm_eval"]["tasks"], [0, 5])
+    assert pipeline.cfg.stages()[-2:] == ["eval_lm_eval", "eval_generate"]
 
 
 def test_check_prints_ok_per_stage_and_runs_nothing(project, tmp_path, capsys):
