@@ -23,7 +23,7 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
     """A stage run from a YAML recipe plus key=value overrides; `--help` lists every recipe key."""
 
     def describe_config() -> str:
-        from kotune.config import describe
+        from kotune.common.options import describe
 
         cls = _import(config_path)
         return "recipe keys:\n" + "\n".join(describe(cls))
@@ -137,13 +137,13 @@ def _plan_command(sub) -> None:
 
 def _config_command(sub, name: str, help: str, config_path: str, run_path: str) -> None:
     """A command whose options are a config dataclass: one flag per field, then `run(cfg)`."""
-    from kotune.config import add_flags
+    from kotune.common.options import add_flags
 
     p = sub.add_parser(name, help=help, description=help)
     add_flags(p, _import(config_path))
 
     def handler(args: argparse.Namespace) -> int:
-        from kotune.config import from_args
+        from kotune.common.options import from_args
 
         result = _import(run_path)(from_args(_import(config_path), args))
         return result if isinstance(result, int) else 0

@@ -12,7 +12,7 @@ from typing import Literal, get_args, get_origin
 import pytest
 
 import kotune.cli as cli
-from kotune.config import ConfigError, from_args
+from kotune.common.options import ConfigError, from_args
 
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kotune.config import opt
+from kotune.common.options import opt
 
 # Bounds are computed with a threshold this much lower, so float rounding can never prune a pair whose F,
 # computed as rouge_score computes it, is above the threshold (the bounds then only admit a few more pairs).

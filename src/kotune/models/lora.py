@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kotune.config import opt
+from kotune.common.options import opt
 
 # Attention projections per architecture, as the origin projects (KoAlpaca, chatKoAlpaca) and PEFT's own defaults use them.
 TARGET_MODULES: dict[str, list[str]] = {

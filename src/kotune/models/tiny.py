@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from kotune.config import opt
+from kotune.common.options import opt
 from kotune.data.corpus import iter_documents
 from kotune.models.tokenizer import train_bpe_tokenizer
 from kotune.resources import resource_path
