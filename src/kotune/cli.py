@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pkgutil import resolve_name
 
 from kotune import __version__
 
@@ -25,7 +26,7 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
     def describe_config() -> str:
         from kotune.common.options import describe
 
-        cls = _import(config_path)
+        cls = resolve_name(config_path)
         return "recipe keys:\n" + "\n".join(describe(cls))
 
     p = sub.add_parser(name, help=help, description=help, epilog=EPILOG_RECIPE,
@@ -60,7 +61,7 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
 
         if getattr(args, "overwrite", False):
             args.overrides.append("overwrite=true")  # an override, so a relaunch under torchrun carries it too
-        cfg = load_config(_import(config_path), args.recipe, args.overrides)  # a bad recipe fails before launching
+        cfg = load_config(resolve_name(config_path), args.recipe, args.overrides)  # a bad recipe fails before launching
         if getattr(args, "nproc", None) is not None or getattr(args, "accelerate_config", None) is not None:
             from kotune.launch import launch_refusal, relaunch
 
@@ -69,25 +70,18 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
                 raise ValueError(refused)
             return relaunch([name, args.recipe, *args.overrides], args.nproc, args.accelerate_config)
         if name != "pipeline":
-            _import(run_path)(cfg)
+            resolve_name(run_path)(cfg)
             return 0
         from kotune.pipeline.run import StageFailed
 
         try:
-            _import(run_path)(cfg, force=args.force, dry_run=args.dry_run, check=args.check)
+            resolve_name(run_path)(cfg, force=args.force, dry_run=args.dry_run, check=args.check)
         except StageFailed as e:
             print(f"kotune: error: {e}", file=sys.stderr)
             return 1
         return 0
 
     p.set_defaults(handler=handler, command_parser=p)
-
-
-def _import(dotted: str):
-    import importlib
-
-    module, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _data_commands(sub) -> None:
@@ -97,14 +91,14 @@ def _data_commands(sub) -> None:
     check = dsub.add_parser("check", help="validate data files: counts per format and problem, every problem as FILE:LINE: field: reason")
     check.add_argument("files", nargs="+")
     check.add_argument("--format", default=None, help="force a format instead of detecting it")
-    check.set_defaults(handler=lambda a: _import("kotune.data.check.run")(a.files, a.format))
+    check.set_defaults(handler=lambda a: resolve_name("kotune.data.check.run")(a.files, a.format))
 
     preview = dsub.add_parser("preview", help="show training text with trained spans marked, as the trainer sees it")
     preview.add_argument("recipe")
     preview.add_argument("overrides", nargs="*")
     preview.add_argument("--limit", type=int, default=3, help="how many examples (default 3)")
     preview.add_argument("--json", action="store_true", help='one JSON object per example: {"text", "input_ids", "labels"}')
-    preview.set_defaults(handler=lambda a: _import("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json),
+    preview.set_defaults(handler=lambda a: resolve_name("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json),
                          command_parser=preview)
 
     _config_command(dsub, "dedup", "drop near-duplicate instructions (character ROUGE-L F above the threshold, "
@@ -130,7 +124,7 @@ def _plan_command(sub) -> None:
     plan.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs to train on (default 1)")
     plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GiB", help="memory of each GPU (default 80)")
     plan.add_argument("--json", action="store_true", help="the plan as JSON")
-    plan.set_defaults(handler=lambda a: _import("kotune.plan.report.run")(a.recipe, a.overrides, a.gpus, a.gpu_memory,
+    plan.set_defaults(handler=lambda a: resolve_name("kotune.plan.report.run")(a.recipe, a.overrides, a.gpus, a.gpu_memory,
                                                                         a.json), command_parser=plan)
 
 
@@ -140,12 +134,12 @@ def _config_command(sub, name: str, help: str, config_path: str, run_path: str) 
     from kotune.common.options import add_flags
 
     p = sub.add_parser(name, help=help, description=help)
-    add_flags(p, _import(config_path))
+    add_flags(p, resolve_name(config_path))
 
     def handler(args: argparse.Namespace) -> int:
         from kotune.common.options import from_args
 
-        result = _import(run_path)(from_args(_import(config_path), args))
+        result = resolve_name(run_path)(from_args(resolve_name(config_path), args))
         return result if isinstance(result, int) else 0
 
     p.set_defaults(handler=handler, command_parser=p, config=config_path)

@@ -18,6 +18,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from pkgutil import resolve_name
 
 from kotune.config import ConfigError, apply_overrides, from_dict, read_recipe, save_config, sets, to_dict
 from kotune.eval.config import GenerateConfig, KobestConfig
@@ -32,6 +33,7 @@ STARTED = ".started.json"  # run_dir/.stages/<stage>.started.json: written when 
 HASHES = "hashes.json"  # run_dir/.stages/hashes.json: content hashes of input files, by their stat
 MODEL_STAGES = ("pretrain", "sft", "ppo", "dpo")  # the stages whose output is a model the next stage starts from
 NOT_RUN = "not run yet"
+EVAL_RUNS = {"eval_kobest": "kotune.eval.kobest.run", "eval_generate": "kotune.eval.generate_eval.run"}
 
 
 class StageFailed(RuntimeError):
@@ -48,13 +50,6 @@ class Step:
     upstream: list[str]  # the earlier stages whose output it reads
     record: dict | None  # its completion record from an earlier run
     cause: bool = False  # redone for a reason of its own, not only because an earlier stage is redone
-
-
-def _import(dotted: str):
-    import importlib
-
-    module, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _dotted(mapping: dict, prefix: str = "") -> list[str]:
@@ -79,7 +74,7 @@ def _stage_config(name: str, spec, wiring: dict):
     try:
         data = read_recipe(spec.recipe) if spec.recipe else {}
         data = apply_overrides(data or {}, overrides)
-        return from_dict(_import(RECIPE_STAGES[name][1]), apply_overrides(data, _dotted(wiring)))
+        return from_dict(resolve_name(RECIPE_STAGES[name][1]), apply_overrides(data, _dotted(wiring)))
     except ConfigError as e:
         given = [o.partition("=")[0] for o in overrides if e.key and sets(o.partition("=")[0], e.key)]
         raise ConfigError(f"{f'stage {name}: pipeline {name}.set.{given[-1]}' if given else where}: {e}") from None
@@ -315,7 +310,7 @@ class Pipeline:
                                                           ensure_ascii=False, indent=1))
         clock = time.time()
         try:
-            getattr(self, stage)(cfg)
+            self._body(stage, cfg)
         except Exception as e:
             kept = ", ".join(str(self.out(s)) for s in earlier) or "nothing"
             raise StageFailed(f"stage {stage} failed: {e}\nearlier stages' outputs are kept: {kept}; fix the "
@@ -329,7 +324,17 @@ class Pipeline:
 
     # --- stage bodies: each gets what `resolve` returned -----------------------------------------------------
 
-    def check(self, cfg: dict) -> None:
+    def _body(self, stage: str, cfg) -> None:
+        if stage in RECIPE_STAGES:
+            self._train(stage, cfg)
+        elif stage == "tokenizer":
+            resolve_name("kotune.pretrain.tokenizer.run")(cfg, log=self.log)
+        elif stage == "check":
+            self._check(cfg)
+        else:
+            resolve_name(EVAL_RUNS[stage])(cfg)
+
+    def _check(self, cfg: dict) -> None:
         from kotune.data.check import run as check
 
         lines: list[str] = []
@@ -339,11 +344,6 @@ class Pipeline:
         for line in lines[:12]:
             self.log(f"  {line}")
 
-    def tokenizer(self, cfg: TokenizerConfig) -> None:
-        from kotune.pretrain.tokenizer import run as train
-
-        train(cfg, log=self.log)
-
     def _train(self, stage: str, cfg) -> None:
         # A stage runs only when it has no completion marker: whatever is in its folder is a failed try (kept only
         # for a resume), so a fresh start may clear it.
@@ -352,7 +352,7 @@ class Pipeline:
         if self._launches(stage, cfg):
             self._launch(stage, cfg)
         else:
-            _import(RECIPE_STAGES[stage][2])(cfg, log=self.log)
+            resolve_name(RECIPE_STAGES[stage][2])(cfg, log=self.log)
 
     def _launches(self, stage: str, cfg) -> bool:
         if self.cfg.nproc is None and self.cfg.accelerate_config is None or stage not in LAUNCHABLE_STAGES:
@@ -374,34 +374,6 @@ class Pipeline:
         if code:
             raise RuntimeError(f"its launched processes exited with code {code} (their output is above); "
                                f"recipe: {recipe}")
-
-    def pretrain(self, cfg) -> None:
-        self._train("pretrain", cfg)
-
-    def selfinstruct(self, cfg) -> None:
-        self._train("selfinstruct", cfg)
-
-    def sft(self, cfg) -> None:
-        self._train("sft", cfg)
-
-    def reward(self, cfg) -> None:
-        self._train("reward", cfg)
-
-    def ppo(self, cfg) -> None:
-        self._train("ppo", cfg)
-
-    def dpo(self, cfg) -> None:
-        self._train("dpo", cfg)
-
-    def eval_kobest(self, cfg: KobestConfig) -> None:
-        from kotune.eval.kobest import run as kobest
-
-        kobest(cfg)
-
-    def eval_generate(self, cfg: GenerateConfig) -> None:
-        from kotune.eval.generate_eval import run as generate
-
-        generate(cfg)
 
 
 def _as_dict(cfg) -> dict:
