@@ -162,12 +162,7 @@ def describe(cls: type, prefix: str = "") -> list[str]:
             lines.append(f"  {prefix}{f.name} (optional section; absent = stage skipped): {f.metadata.get('help', '')}")
             lines.extend("  " + line for line in describe(section, f"{prefix}{f.name}."))
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f"default {f.default!r}"
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f"default {f.default_factory()!r}"
-        else:
-            default = "required"
+        default = "required" if _required(f) else f"default {_default(f)!r}"
         lines.append(f"  {prefix}{f.name} ({_type_name(tp)}, {default}): {f.metadata.get('help', '')}")
     return lines
 

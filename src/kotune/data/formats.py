@@ -27,9 +27,7 @@ class FieldError(ValueError):
 
     def __init__(self, field: str, reason: str, kind: str = "invalid"):
         super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-        self.kind = kind
+        self.field, self.reason, self.kind = field, reason, kind
 
 
 def is_blank(text: str) -> bool:
@@ -51,10 +49,7 @@ def _text(rec: dict, key: str, *, required: bool = True, allow_empty: bool = Fal
 
 def _reply(rec: dict, key: str) -> str:
     """A model reply: a non-empty string with any trailing literal EOS text removed."""
-    value = _TRAILING_EOS_TEXT.sub("", _text(rec, key))
-    if is_blank(value):
-        raise FieldError(key, "empty or whitespace only", "empty")
-    return value
+    return _reply_text(_text(rec, key), key)
 
 
 def _conversation(messages: list[Message], src: Source, field: str) -> Conversation:

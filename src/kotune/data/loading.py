@@ -46,10 +46,9 @@ def _file_format(path: str, records: list[Record], forced: str | None) -> Format
         if forced not in FORMATS:
             return Problem(path, 0, "format", f"unknown format {forced!r}; known: {', '.join(FORMATS)}", "unknown_format")
         return FORMATS[forced]
-    for rec in records:
-        fmt = detect_format(rec.value)
-        if fmt:
-            return fmt
+    fmt = next((f for rec in records if (f := detect_format(rec.value))), None)
+    if fmt:
+        return fmt
     keys = sorted(map(str, records[0].value))[:20] if records and isinstance(records[0].value, dict) else []
     return Problem(path, records[0].line if records else 1, "format",
                    f"cannot tell the format from keys {keys}; set `format:` (one of {', '.join(FORMATS)})",

@@ -132,14 +132,19 @@ def loads(text: str) -> object:
     """
     try:
         value = _DECODER.decode(text)
-    except json.JSONDecodeError as e:
-        raise RecordError("json", f"{e.msg} (column {e.colno})", "json") from None
-    except RecursionError:
-        raise RecordError("json", f"nested deeper than {MAX_DEPTH} levels", "too_deep") from None
-    except ValueError as e:  # NaN/Infinity, integers of more than 4,300 digits
-        raise RecordError("json", str(e), "json") from None
+    except (ValueError, RecursionError) as e:
+        raise _parse_error(e) from None
     _check_value(value)
     return value
+
+
+def _parse_error(e: ValueError | RecursionError) -> RecordError:
+    """The RecordError of what the JSON decoder raised."""
+    if isinstance(e, json.JSONDecodeError):
+        return RecordError("json", f"{e.msg} (column {e.colno})", "json")
+    if isinstance(e, RecursionError):
+        return RecordError("json", f"nested deeper than {MAX_DEPTH} levels", "too_deep")
+    return RecordError("json", str(e), "json")  # NaN/Infinity, integers of more than 4,300 digits
 
 
 class Line(NamedTuple):
@@ -313,12 +318,9 @@ def _array_elements(path: str, text: str, raw: RawFile, lines: _Lines) -> list[_
         after_value = True
         try:
             element.value, pos = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            element.error, element.error_line = RecordError("json", f"{e.msg} (column {e.colno})", "json"), lines.at(e.pos)
-        except RecursionError:
-            element.error = RecordError("json", f"nested deeper than {MAX_DEPTH} levels", "too_deep")
-        except ValueError as e:  # NaN/Infinity, integers of more than 4,300 digits
-            element.error = RecordError("json", str(e), "json")
+        except (ValueError, RecursionError) as e:
+            element.error = _parse_error(e)
+            element.error_line = lines.at(e.pos) if isinstance(e, json.JSONDecodeError) else 0
         if element.error is not None:
             element.value, element.error_line = None, element.error_line or element.start_line
             end = _skip_element(text, start)

@@ -57,32 +57,26 @@ KOALPACA = (
     "{%- endfor -%}"
 )
 
-# v1.1 puts the reply after "### 답변: "; the space belongs to the prompt so the trained text is the reply alone.
-KOALPACA_V11 = (
-    "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}{{- m['content'] + '\\n\\n' -}}"
-    "{%- elif m['role'] == 'user' -%}"
-    "{%- if not loop.first and messages[loop.index0 - 1]['role'] != 'system' -%}{{- '\\n\\n' -}}{%- endif -%}"
-    "{{- '### 질문: ' + m['content'] -}}"
-    "{%- if m['input'] is defined and m['input'] -%}{{- '\\n\\n' + m['input'] -}}{%- endif -%}"
-    "{{- '\\n\\n### 답변: ' -}}"
-    "{%- elif m['role'] == 'assistant' -%}{{- m['content'] + eos_token -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-)
 
-KO_CHAT = (
-    "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}{{- m['content'] + '\\n\\n' -}}"
-    "{%- elif m['role'] == 'user' -%}"
-    "{%- if not loop.first and messages[loop.index0 - 1]['role'] != 'system' -%}{{- '\\n\\n' -}}{%- endif -%}"
-    "{{- '### 사용자:\\n' + m['content'] -}}"
-    "{%- if m['input'] is defined and m['input'] -%}{{- '\\n\\n' + m['input'] -}}{%- endif -%}"
-    "{{- '\\n\\n### 어시스턴트:\\n' -}}"
-    "{%- elif m['role'] == 'assistant' -%}{{- m['content'] + eos_token -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-)
+def _headed_turns(question: str, answer: str) -> str:
+    """Turns as `question` + the user's text, then `answer` + the reply + EOS, exchanges a blank line apart."""
+    return (
+        "{%- for m in messages -%}"
+        "{%- if m['role'] == 'system' -%}{{- m['content'] + '\\n\\n' -}}"
+        "{%- elif m['role'] == 'user' -%}"
+        "{%- if not loop.first and messages[loop.index0 - 1]['role'] != 'system' -%}{{- '\\n\\n' -}}{%- endif -%}"
+        "{{- '" + question + "' + m['content'] -}}"
+        "{%- if m['input'] is defined and m['input'] -%}{{- '\\n\\n' + m['input'] -}}{%- endif -%}"
+        "{{- '\\n\\n" + answer + "' -}}"
+        "{%- elif m['role'] == 'assistant' -%}{{- m['content'] + eos_token -}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+    )
+
+
+# v1.1 puts the reply after "### 답변: "; the space belongs to the prompt so the trained text is the reply alone.
+KOALPACA_V11 = _headed_turns("### 질문: ", "### 답변: ")
+KO_CHAT = _headed_turns("### 사용자:\\n", "### 어시스턴트:\\n")
 
 BUILTIN_TEMPLATES: dict[str, str] = {"koalpaca": KOALPACA, "koalpaca_v1.1": KOALPACA_V11, "ko_chat": KO_CHAT}
 TEMPLATE_NAMES = ("auto", "tokenizer", *BUILTIN_TEMPLATES)

@@ -58,10 +58,8 @@ def render_segments(tokenizer, conversation: Conversation) -> list[tuple[str, bo
         full = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
             where = f" ({conversation.source})" if conversation.source else ""
-            raise TemplateError(
-                f"the chat template does not render turn {i + 1} as an extension of the earlier turns{where}; "
-                "choose a built-in template (template: ko_chat)"
-            )
+            raise TemplateError(f"the chat template does not render turn {i + 1} as an extension of the earlier "
+                                f"turns{where}; choose a built-in template (template: ko_chat)")
         segments.append((prompt[len(done):], False))
         segments.append((full[len(prompt):], True))
         done = full
@@ -132,22 +130,15 @@ class TokenStats:
         return self.trained_tokens / max(self.tokens, 1)
 
     def summary(self) -> str:
-        return (
-            f"examples: {self.examples:,} | tokens: {self.tokens:,} | trained tokens: {self.trained_tokens:,} "
-            f"({self.trained_fraction:.1%}) | truncated: {self.truncated:,} | labels hold EOS: "
-            f"{self.with_eos:,}/{self.examples:,} | no trained token: {self.without_trained_tokens:,}"
-        )
+        return (f"examples: {self.examples:,} | tokens: {self.tokens:,} | trained tokens: {self.trained_tokens:,} "
+                f"({self.trained_fraction:.1%}) | truncated: {self.truncated:,} | labels hold EOS: "
+                f"{self.with_eos:,}/{self.examples:,} | no trained token: {self.without_trained_tokens:,}")
 
 
 def token_stats(examples: list[TokenizedExample], eos_id: int | None) -> TokenStats:
-    return TokenStats(
-        examples=len(examples),
-        tokens=sum(len(e.input_ids) for e in examples),
-        trained_tokens=sum(e.num_trained for e in examples),
-        truncated=sum(e.truncated for e in examples),
-        with_eos=sum(eos_id is not None and eos_id in e.labels for e in examples),
-        without_trained_tokens=sum(e.num_trained == 0 for e in examples),
-    )
+    return TokenStats(len(examples), sum(len(e.input_ids) for e in examples), sum(e.num_trained for e in examples),
+                      sum(e.truncated for e in examples), sum(eos_id is not None and eos_id in e.labels for e in examples),
+                      sum(e.num_trained == 0 for e in examples))
 
 
 def check_trainable(stats: TokenStats, examples: list[TokenizedExample], eos_id: int | None) -> None:
@@ -161,7 +152,5 @@ def check_trainable(stats: TokenStats, examples: list[TokenizedExample], eos_id:
     missing = [e for e in examples if not e.truncated and eos_id not in e.labels]
     if missing:
         where = ", ".join(str(e.source) for e in missing[:5])
-        raise ValueError(
-            f"{len(missing)} untruncated example(s) do not train the EOS token ({where}); the chat template must "
-            "end assistant turns with eos_token, or the model never learns to stop"
-        )
+        raise ValueError(f"{len(missing)} untruncated example(s) do not train the EOS token ({where}); the chat "
+                         "template must end assistant turns with eos_token, or the model never learns to stop")

@@ -23,20 +23,14 @@ def check_exists(name_or_path: str, what: str = "model") -> None:
     answer with a confusing repo-id error."""
     # "org/name" may be a hub id; it is taken as a local path when its first part is a local folder (runs/x).
     first = Path(name_or_path.split("/")[0]).expanduser()
-    looks_local = (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
-                   or ("/" in name_or_path and first.is_dir()))
-    if looks_local and not Path(name_or_path).expanduser().exists():
+    if (_looks_local(name_or_path) or ("/" in name_or_path and first.is_dir())) and not Path(name_or_path).expanduser().exists():
         raise FileNotFoundError(f"{what}: folder {name_or_path} does not exist")
 
 
 def resolve_model_path(name_or_path: str) -> str:
     """A `kotune pipeline` run folder stands for its final model (recorded in its pipeline.json)."""
     manifest = Path(name_or_path) / "pipeline.json"
-    if manifest.is_file():
-        final = json.loads(manifest.read_text()).get("final_model")
-        if final:
-            return final
-    return name_or_path
+    return (json.loads(manifest.read_text()).get("final_model") if manifest.is_file() else None) or name_or_path
 
 
 def is_adapter(path: str) -> bool:
@@ -199,10 +193,7 @@ def _nf4_config(compute_dtype):
 def _prefers_safetensors(base: str) -> bool | None:
     """True for a local folder with safetensors weights (never unpickle a .bin beside them); hub ids are left to
     transformers, which already prefers safetensors."""
-    p = Path(base)
-    if p.is_dir():
-        return any(p.glob("*.safetensors")) or None
-    return None
+    return Path(base).is_dir() and any(Path(base).glob("*.safetensors")) or None
 
 
 def receives_weights_by_broadcast() -> bool:

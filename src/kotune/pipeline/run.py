@@ -124,12 +124,8 @@ class Pipeline:
     def _wiring(self, stage: str) -> dict:
         out = str(self.out(stage))
         if stage == "pretrain":
-            wiring = {"output_dir": out}
-            if self.cfg.tokenizer:
-                wiring["tokenizer"] = str(self.out("tokenizer"))
-            if self.cfg.base_model:
-                wiring["model"] = self.cfg.base_model
-            return wiring
+            return {"output_dir": out, **({"tokenizer": str(self.out("tokenizer"))} if self.cfg.tokenizer else {}),
+                    **({"model": self.cfg.base_model} if self.cfg.base_model else {})}
         if stage == "selfinstruct":
             return {"output": str(self.out("selfinstruct") / "generated.jsonl")}
         if stage == "sft":

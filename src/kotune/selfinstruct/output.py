@@ -57,15 +57,14 @@ def read_accepted(path: str | Path, log=print) -> list[dict]:
         missing = [k for k in ("instruction", "input", "output") if not isinstance(value, dict) or not isinstance(value.get(k), str)]
         if missing:
             problems.append(Problem.at(rec.source, missing[0], "missing or not a string", "missing_field"))
-            continue
-        records.append(value)
+        else:
+            records.append(value)
     # A last line that cannot be read and has no newline after it: the write was cut, so the record was never
     # accepted. Anything else wrong means the file is not ours to repair.
     ends_with_newline = _ends_with_newline(path)
     last = max((x.line for x in [*raw.records, *raw.problems]), default=0)
-    torn = [p for p in raw.problems if p.line == last and p.kind in ("json", "encoding", "too_large")]
-    if raw.layout != "jsonl" or ends_with_newline:
-        torn = []
+    torn = [p for p in raw.problems if p.line == last and p.kind in ("json", "encoding", "too_large")
+            and raw.layout == "jsonl" and not ends_with_newline]
     problems = [p for p in problems if p not in torn]
     if problems:
         raise DataError(problems, f"{path} is not a selfinstruct output; choose another `output` or fix the file.")

@@ -83,13 +83,9 @@ class Generation:
         parsed = parse_reply(reply.text, continues=first, truncated=reply.finish_reason == "length")
         s.generated += len(parsed.tasks) + parsed.malformed + parsed.truncated
         s.rejected.update({"malformed": parsed.malformed, "truncated": parsed.truncated})
-        passing = []
-        for task in parsed.tasks:
-            reason = self.filter.reason(task)
-            if reason:
-                s.rejected[reason] += 1
-            else:
-                passing.append(task)
+        reasons = [self.filter.reason(task) for task in parsed.tasks]
+        s.rejected.update(reason for reason in reasons if reason)
+        passing = [task for task, reason in zip(parsed.tasks, reasons) if not reason]
         decisions = self.index.offer([t.instruction for t in passing])
         s.rejected["duplicate"] += sum(d is not None for d in decisions)
         accepted = [t for t, d in zip(passing, decisions) if d is None][: s.target - s.total]

@@ -75,11 +75,10 @@ class Teacher:
         cfg = self.cfg
         common = dict(model=cfg.model, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
         if cfg.api == "chat":
-            resp = await self.client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **common)
-            choice = resp.choices[0]
+            choice = (await self.client.chat.completions.create(messages=[{"role": "user", "content": prompt}],
+                                                                **common)).choices[0]
             return choice.message.content, choice.finish_reason
-        resp = await self.client.completions.create(prompt=prompt, stop=self.stop, **common)
-        choice = resp.choices[0]
+        choice = (await self.client.completions.create(prompt=prompt, stop=self.stop, **common)).choices[0]
         return choice.text, choice.finish_reason
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
