@@ -105,17 +105,6 @@ def _data_commands(sub) -> None:
                     "Alpaca's rule) and report every dropped pair", "kotune.data.dedup.DedupConfig", "kotune.data.dedup.run")
 
 
-def _model_commands(sub) -> None:
-    model = sub.add_parser("model", help="build local models")
-    msub = model.add_subparsers(dest="model_command", required=True, metavar="{tiny}")
-    _config_command(msub, "tiny", "train a Korean byte-level BPE tokenizer and save a tiny random model (tests, "
-                    "quickstart)", "kotune.models.tiny.TinyConfig", "kotune.models.tiny.run")
-    lora = sub.add_parser("lora", help="LoRA adapter tools")
-    lsub = lora.add_subparsers(dest="lora_command", required=True, metavar="{merge}")
-    _config_command(lsub, "merge", "merge a LoRA adapter into its base model and save a plain model",
-                    "kotune.models.lora.MergeConfig", "kotune.models.lora.run")
-
-
 def _plan_command(sub) -> None:
     plan = sub.add_parser("plan", help="per-GPU memory of a training recipe per engine (single, DDP, FSDP2, ZeRO-2/3), "
                                        "whether it fits, and what to change if not; offline, no GPU needed")
@@ -148,6 +137,12 @@ def _config_command(sub, name: str, help: str, config_path: str, run_path: str) 
 # Commands that are not recipe stages: group -> (group help, {command: (help, config dataclass, run function)}).
 # Their flags come from the dataclass (kept light: building `kotune --help` imports it, never torch).
 COMMANDS: dict[str | None, tuple[str | None, dict[str, tuple[str, str, str]]]] = {
+    "model": ("build local models", {
+        "tiny": ("train a Korean byte-level BPE tokenizer and save a tiny random model (tests, quickstart)",
+                 "kotune.models.tiny.TinyConfig", "kotune.models.tiny.run")}),
+    "lora": ("LoRA adapter tools", {
+        "merge": ("merge a LoRA adapter into its base model and save a plain model", "kotune.models.lora.MergeConfig",
+                  "kotune.models.lora.run")}),
     "tokenizer": ("train Korean tokenizers", {
         "train": ("train a byte-level BPE tokenizer on Korean corpora and report how well it fits",
                   "kotune.pretrain.tokenizer_config.TokenizerConfig", "kotune.pretrain.tokenizer.run")}),
@@ -188,7 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
         _recipe_stage(sub, name, help, config_path, run_path)
     _data_commands(sub)
     _plan_command(sub)
-    _model_commands(sub)
     _config_commands(sub)
     return parser
 

@@ -234,10 +234,8 @@ def _decode(path: str, data: bytes) -> tuple[str, list[Problem]]:
         for lineno, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
             bad = next((i for i, ch in enumerate(line) if "\udc80" <= ch <= "\udcff"), None)
             if bad is not None:
-                byte = ord(line[bad]) - 0xDC00
-                problems.append(
-                    Problem(path, lineno, "encoding", f"invalid UTF-8 byte 0x{byte:02x} at column {bad + 1}", "encoding")
-                )
+                problems.append(Problem(path, lineno, "encoding", f"invalid UTF-8 byte 0x{ord(line[bad]) - 0xDC00:02x} "
+                                        f"at column {bad + 1}", "encoding"))
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     return text, problems
 

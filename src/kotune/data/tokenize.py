@@ -86,9 +86,8 @@ class Tokenizer:
         self.bos_id = tok.bos_token_id if adds_bos else None
 
 
-def tokenize_conversations(
-    tokenizer, conversations: list[Conversation], max_length: int | None
-) -> list[TokenizedExample]:
+def tokenize_conversations(tokenizer, conversations: list[Conversation],
+                           max_length: int | None) -> list[TokenizedExample]:
     """Tokenize and mask `conversations`; examples longer than `max_length` keep their start."""
     info = Tokenizer(tokenizer)
     rendered = [render_segments(tokenizer, c) for c in conversations]

@@ -473,10 +473,7 @@ class Engine:
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     missing = width - t.shape[dim]
-    if missing == 0:
-        return t
-    pad = [0, 0] * (t.dim() - 1 - dim) + [missing, 0]
-    return F.pad(t, pad)
+    return F.pad(t, [0, 0] * (t.dim() - 1 - dim) + [missing, 0]) if missing else t
 
 
 def _deliver(r: _Request, out: Output) -> None:

@@ -126,16 +126,9 @@ def stage_tokenizer(cfg):
                           key="tokenizer" if cfg.tokenizer else "model")
 
 
-def load_model(
-    name_or_path: str,
-    *,
-    dtype: str = "fp32",
-    trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
-    device: str | torch.device | None = None,
-    load_in_4bit: bool = False,
-    base: str | None = None,
-):
+def load_model(name_or_path: str, *, dtype: str = "fp32", trust_remote_code: bool = False,
+               attn_implementation: str | None = None, device: str | torch.device | None = None,
+               load_in_4bit: bool = False, base: str | None = None):
     """A causal LM; a LoRA adapter folder is loaded on top of the base it names.
 
     Args:
@@ -162,13 +155,8 @@ def load_model(
         quantized = {"quantization_config": _nf4_config(DTYPES[dtype]), "device_map": {"": str(device or "cpu")}}
         device = None
     model = AutoModelForCausalLM.from_pretrained(
-        base,
-        dtype=DTYPES[dtype],
-        trust_remote_code=trust_remote_code,
-        attn_implementation=attn_implementation,
-        use_safetensors=None if trust_remote_code else _prefers_safetensors(base),
-        **quantized,
-    )
+        base, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
+        use_safetensors=None if trust_remote_code else _prefers_safetensors(base), **quantized)
     if adapter:
         from peft import PeftModel
 
