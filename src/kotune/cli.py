@@ -98,8 +98,8 @@ def _data_commands(sub) -> None:
     preview.add_argument("overrides", nargs="*")
     preview.add_argument("--limit", type=int, default=3, help="how many examples (default 3)")
     preview.add_argument("--json", action="store_true", help='one JSON object per example: {"text", "input_ids", "labels"}')
-    preview.set_defaults(handler=lambda a: resolve_name("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json),
-                         command_parser=preview)
+    preview.set_defaults(command_parser=preview, handler=lambda a: resolve_name("kotune.sft.preview.run")(
+        a.recipe, a.overrides, a.limit, a.json))
 
     _config_command(dsub, "dedup", "drop near-duplicate instructions (character ROUGE-L F above the threshold, "
                     "Alpaca's rule) and report every dropped pair", "kotune.data.dedup.DedupConfig", "kotune.data.dedup.run")
@@ -113,8 +113,8 @@ def _plan_command(sub) -> None:
     plan.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs to train on (default 1)")
     plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GiB", help="memory of each GPU (default 80)")
     plan.add_argument("--json", action="store_true", help="the plan as JSON")
-    plan.set_defaults(handler=lambda a: resolve_name("kotune.plan.report.run")(a.recipe, a.overrides, a.gpus, a.gpu_memory,
-                                                                        a.json), command_parser=plan)
+    plan.set_defaults(command_parser=plan, handler=lambda a: resolve_name("kotune.plan.report.run")(
+        a.recipe, a.overrides, a.gpus, a.gpu_memory, a.json))
 
 
 

@@ -125,6 +125,6 @@ def load_examples(paths: list[str], *, format: str | None = None, kind: str = "s
                                      f"{kind} data", "wrong_kind")])
     fatal = [p for p in result.problems if p.kind in ("file", "unknown_format")]
     if fatal or (result.problems and not skip_invalid):
-        raise DataError(fatal or result.problems, "" if fatal else "Fix these records, or set `data.skip_invalid: true` "
-                        "to train without them (each is listed).")
+        raise DataError(fatal or result.problems, "" if fatal else "Fix these records, or set "
+                        "`data.skip_invalid: true` to train without them (each is listed).")
     return result

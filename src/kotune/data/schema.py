@@ -31,7 +31,8 @@ class Source:
     @property
     def location(self) -> str:
         """`LINE`, or `LINE (record N)` when the line holds more than one record."""
-        return f"{self.line} (record {self.index + 1})" if self.shared_line and self.index is not None else str(self.line)
+        shared = self.shared_line and self.index is not None
+        return f"{self.line} (record {self.index + 1})" if shared else str(self.line)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.location}" if self.line > 0 else self.path  # line 0: the file as a whole

@@ -25,12 +25,6 @@ KOALPACA_PREAMBLE_NO_INPUT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
     "아래는 작업을 설명하는 명령어입니다. 명령어에 따른 요청을 적절히 완료하는 응답을 작성하세요.\n\n\n"
 )
-# KoAlpaca-Polyglot's PROMPT_TEMPLATE, for tests and for users who format prompts by hand.
-KOALPACA_PROMPT_INPUT = (
-    KOALPACA_PREAMBLE_INPUT + "### Instruction(명령어):\n{instruction}\n\n\n### Input(입력):\n{input}\n\n\n### Response(응답):\n"
-)
-KOALPACA_PROMPT_NO_INPUT = KOALPACA_PREAMBLE_NO_INPUT + "### Instruction(명령어):\n{instruction}\n\n\n### Response(응답):\n"
-KOALPACA_RESPONSE_SPLIT = "### Response(응답):"
 
 
 def _jinja_str(s: str) -> str:

@@ -135,9 +135,10 @@ class TokenStats:
 
 
 def token_stats(examples: list[TokenizedExample], eos_id: int | None) -> TokenStats:
-    return TokenStats(len(examples), sum(len(e.input_ids) for e in examples), sum(e.num_trained for e in examples),
-                      sum(e.truncated for e in examples), sum(eos_id is not None and eos_id in e.labels for e in examples),
-                      sum(e.num_trained == 0 for e in examples))
+    trained = [e.num_trained for e in examples]
+    with_eos = sum(eos_id is not None and eos_id in e.labels for e in examples)
+    return TokenStats(len(examples), sum(len(e.input_ids) for e in examples), sum(trained),
+                      sum(e.truncated for e in examples), with_eos, trained.count(0))
 
 
 def check_trainable(stats: TokenStats, examples: list[TokenizedExample], eos_id: int | None) -> None:

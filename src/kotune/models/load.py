@@ -23,7 +23,8 @@ def check_exists(name_or_path: str, what: str = "model") -> None:
     answer with a confusing repo-id error."""
     # "org/name" may be a hub id; it is taken as a local path when its first part is a local folder (runs/x).
     first = Path(name_or_path.split("/")[0]).expanduser()
-    if (_looks_local(name_or_path) or ("/" in name_or_path and first.is_dir())) and not Path(name_or_path).expanduser().exists():
+    looks_local = _looks_local(name_or_path) or ("/" in name_or_path and first.is_dir())
+    if looks_local and not Path(name_or_path).expanduser().exists():
         raise FileNotFoundError(f"{what}: folder {name_or_path} does not exist")
 
 

@@ -101,10 +101,6 @@ def strings(value: Any):
             yield from strings(v)
 
 
-def digest(fingerprint: dict) -> str:
-    return hashlib.blake2b(json.dumps(fingerprint, sort_keys=True).encode(), digest_size=12).hexdigest()
-
-
 _ABSENT = object()
 
 

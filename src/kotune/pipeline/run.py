@@ -97,9 +97,7 @@ def _within(folder: Path, path: Path) -> bool:
 
 class Pipeline:
     def __init__(self, cfg: PipelineConfig, force: list[str] | None = None, log=print):
-        self.cfg = cfg
-        self.run_dir = Path(cfg.run_dir)
-        self.log = log
+        self.cfg, self.run_dir, self.log = cfg, Path(cfg.run_dir), log
         unknown = [s for s in force or [] if s not in cfg.stages()]
         if unknown:
             raise ValueError(f"--force: unknown stage {unknown[0]!r}; stages: {', '.join(cfg.stages())}")
@@ -278,9 +276,8 @@ class Pipeline:
                 continue
             self.log(f"[{i}/{len(steps)}] {stage}" + ("" if step.why == NOT_RUN else f": redoing ({step.why})"))
             self._run_stage(stage, record, [s.stage for s in steps[: i - 1]])
-        final = self.models[-1][1]
         (self.run_dir / "pipeline.json").write_text(json.dumps(
-            {"final_model": final, "models": self.models, "stages": [s.stage for s in steps],
+            {"final_model": self.models[-1][1], "models": self.models, "stages": [s.stage for s in steps],
              "seconds": {s: r.seconds for s, r in self.runs.items()},
              "reused": [s for s, r in self.runs.items() if r.reused]}, indent=1))
         report = write_pipeline_report(self.run_dir, self.cfg, self.models, self.runs)
