@@ -46,10 +46,8 @@ def file_identity(path: str | Path) -> dict:
 
 def model_identity(name: str | None) -> str | None:
     """A local model folder as its absolute path (a relative one names another folder elsewhere); a hub id as is."""
-    if name is None:
-        return None
-    p = Path(name).expanduser()
-    return str(p.resolve()) if p.exists() else name
+    p = Path(name or "").expanduser()
+    return str(p.resolve()) if name is not None and p.exists() else name
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json")

@@ -215,15 +215,6 @@ def iter_jsonl(path: str, f: BinaryIO) -> Iterator[Record | Problem]:
             yield Problem.at(src, e.field, e.reason, e.kind)
 
 
-def _read_jsonl(path: str, f: BinaryIO, raw: RawFile) -> None:
-    for item in iter_jsonl(path, f):
-        if isinstance(item, Problem):
-            raw.problems.append(item)
-            raw.unreadable += 1
-        else:
-            raw.records.append(item)
-
-
 def _decode(path: str, data: bytes) -> tuple[str, list[Problem]]:
     """Decode UTF-8 (BOM allowed); each line holding invalid bytes is reported and the bytes escaped."""
     problems: list[Problem] = []
@@ -378,7 +369,12 @@ def read_records(path: str | Path) -> RawFile:
         first = _first_byte(f)
         if first == b"{":
             raw = RawFile(path, "jsonl")
-            _read_jsonl(path, f, raw)
+            for item in iter_jsonl(path, f):
+                if isinstance(item, Problem):
+                    raw.problems.append(item)
+                    raw.unreadable += 1
+                else:
+                    raw.records.append(item)
         else:
             layout = "json_array" if first == b"[" else "text"
             size = f.seek(0, 2)

@@ -12,7 +12,7 @@ layers with sdpa (flash kernels: output + log-sum-exp, no seq x seq matrix), see
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from kotune.plan.shapes import ModelShape
 
@@ -183,7 +183,3 @@ def host_load(job: Job, engine: str, gpus: int) -> dict[str, float]:
     low = whole / n if engine in ("fsdp2", "zero3") else whole
     return {"every process": whole, "node, every process loads": whole * n,
             "other processes, first loads": low, "node, first loads": whole + low * (n - 1)}
-
-
-def with_changes(job: Job, **changes) -> Job:
-    return replace(job, **changes)

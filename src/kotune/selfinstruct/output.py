@@ -29,12 +29,6 @@ def _last_line_start(path: Path) -> int:
     return 0
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        size = f.seek(0, 2)
-        return size == 0 or (f.seek(size - 1) >= 0 and f.read(1) == b"\n")
-
-
 def read_accepted(path: str | Path, log=print) -> list[dict]:
     """The records of an earlier run of the same output (none if there is no file).
 
@@ -61,7 +55,8 @@ def read_accepted(path: str | Path, log=print) -> list[dict]:
             records.append(value)
     # A last line that cannot be read and has no newline after it: the write was cut, so the record was never
     # accepted. Anything else wrong means the file is not ours to repair.
-    ends_with_newline = _ends_with_newline(path)
+    good = _last_line_start(path)  # where the last complete line ends
+    ends_with_newline = good == path.stat().st_size
     last = max((x.line for x in [*raw.records, *raw.problems]), default=0)
     torn = [p for p in raw.problems if p.line == last and p.kind in ("json", "encoding", "too_large")
             and raw.layout == "jsonl" and not ends_with_newline]
@@ -69,7 +64,6 @@ def read_accepted(path: str | Path, log=print) -> list[dict]:
     if problems:
         raise DataError(problems, f"{path} is not a selfinstruct output; choose another `output` or fix the file.")
     if torn:
-        good = _last_line_start(path)
         log(f"{path}:{last}: dropping a cut-off last line ({path.stat().st_size - good} bytes) left by an "
             "interrupted run")
         with open(path, "r+b") as f:
