@@ -179,9 +179,7 @@ def _flag(f: dataclasses.Field) -> str:
 
 
 def _default(f: dataclasses.Field) -> Any:
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
+    return f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
 
 
 def _comma_list(item: type):

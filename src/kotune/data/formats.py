@@ -162,9 +162,7 @@ def _reply_text(text: str, field: str) -> str:
 def _reply_of(rec: dict, key: str) -> str:
     """A reply given as text, as one assistant turn (`{role, content}` or `{from, value}`), or as a list holding
     exactly that turn (TRL's conversational preference format)."""
-    value = rec.get(key)
-    if isinstance(value, dict):
-        value = [value]
+    value = [rec[key]] if isinstance(rec.get(key), dict) else rec.get(key)
     if not isinstance(value, list):
         return _reply(rec, key)
     turns = [_turn(turn, f"{key}[{i}]", _SHAREGPT_ROLES) for i, turn in enumerate(value)]
@@ -188,9 +186,7 @@ def _implicit_prompt_pair(rec: dict, src: Source) -> list[PreferencePair]:
             raise FieldError("prompt", f"missing (without a prompt, {key} must be the whole conversation as a list "
                                        "of messages)", "missing_field")
     chosen, rejected = _turns(rec, "chosen", _SHAREGPT_ROLES), _turns(rec, "rejected", _SHAREGPT_ROLES)
-    shared = 0
-    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-        shared += 1
+    shared = next((i for i, (c, r) in enumerate(zip(chosen, rejected)) if c != r), min(len(chosen), len(rejected)))
     if shared == len(chosen) == len(rejected):
         raise FieldError("rejected", "identical to chosen, so the pair teaches nothing", "identical_pair")
     for key, turns in (("chosen", chosen), ("rejected", rejected)):
