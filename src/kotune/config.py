@@ -94,8 +94,7 @@ def read_recipe(path: str | Path) -> dict:
 
 def load_config(cls: type[T], path: str | None, overrides: list[str] | None = None) -> T:
     """Read recipe `path` (or nothing), apply overrides, and build `cls`."""
-    data = read_recipe(path) if path else {}
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(read_recipe(path) if path else {}, overrides or [])
     try:
         return from_dict(cls, data)
     except ConfigError as e:

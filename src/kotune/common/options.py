@@ -118,9 +118,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     Raises:
         ConfigError: naming `where` and the key for unknown, missing or ill-typed fields.
     """
-    prefix = f"{where}." if where else ""
-    if data is None:
-        data = {}
+    prefix, data = f"{where}." if where else "", {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'recipe'}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -96,12 +96,9 @@ def run_identity(stage: str, cfg) -> dict:
 
 
 def _flatten(value, prefix: str = "") -> dict:
-    if isinstance(value, dict):
-        out: dict = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
+    if not isinstance(value, dict):
+        return {prefix.rstrip("."): value}
+    return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
 
 
 def identity_differences(recorded: dict, current: dict) -> list[str]:

@@ -117,8 +117,7 @@ class DedupIndex:
     def __init__(self, threshold: float = 0.7, *, workers: int = -1):
         if not 0 < threshold < 1:
             raise ValueError(f"threshold: must be between 0 and 1 (exclusive), got {threshold}")
-        self.threshold = threshold
-        self.workers = workers
+        self.threshold, self.workers = threshold, workers
         self._codes: dict[str, str] = {}
         self._encoded: list[str] = []
         self._keys: list[Hashable] = []

@@ -345,7 +345,7 @@ def parse_kochatgpt_conversations(text: str, path: str) -> tuple[list[Conversati
             close()
             current, start_line = [], lineno
             continue
-        if not stripped and (current is None or not current):
+        if not stripped and not current:
             continue
         tag = next((t for t in _SPEAKERS if stripped.startswith(t)), None)
         if current is None:

@@ -41,8 +41,7 @@ class FileHashes:
     """Content hashes of files, cached in `cache` (JSON) by their stat so unchanged files are not read again."""
 
     def __init__(self, cache: Path | None = None, log=None):
-        self.cache = cache
-        self.log = log
+        self.cache, self.log = cache, log
         self.entries: dict[str, list] = {}
         if cache is not None and cache.is_file():
             try:
@@ -93,11 +92,8 @@ def strings(value: Any):
     """Every string inside a (nested) config value."""
     if isinstance(value, str):
         yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from strings(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
+    elif isinstance(value, (dict, list, tuple)):
+        for v in value.values() if isinstance(value, dict) else value:
             yield from strings(v)
 
 

@@ -72,8 +72,7 @@ def _stage_config(name: str, spec, wiring: dict):
     where = f"stage {name}: {spec.recipe or 'no recipe'}"
     overrides = _dotted(spec.set)
     try:
-        data = read_recipe(spec.recipe) if spec.recipe else {}
-        data = apply_overrides(data or {}, overrides)
+        data = apply_overrides(read_recipe(spec.recipe) if spec.recipe else {}, overrides)
         return from_dict(resolve_name(RECIPE_STAGES[name][1]), apply_overrides(data, _dotted(wiring)))
     except ConfigError as e:
         given = [o.partition("=")[0] for o in overrides if e.key and sets(o.partition("=")[0], e.key)]
