@@ -97,7 +97,8 @@ def resolve_template(name: str, tokenizer) -> tuple[str, str]:
     return BUILTIN_TEMPLATES[name], name
 
 
-def _adds_bos(tokenizer) -> bool:
+def adds_bos(tokenizer) -> bool:
+    """Whether `tokenizer` prepends BOS to plain text (LLaMA does, GPT-NeoX does not)."""
     ids = tokenizer("가", add_special_tokens=True)["input_ids"]
     return tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
 
@@ -109,7 +110,7 @@ def install_template(tokenizer, name: str) -> str:
     `apply_chat_template(tokenize=True)` adds no special tokens: training and serving then see the same ids.
     """
     source, used = resolve_template(name, tokenizer)
-    if used in BUILTIN_TEMPLATES and _adds_bos(tokenizer):
+    if used in BUILTIN_TEMPLATES and adds_bos(tokenizer):
         source = "{{- bos_token -}}" + source
     tokenizer.chat_template = source
     return used
