@@ -158,9 +158,7 @@ class Line(NamedTuple):
 def read_lines(f: BinaryIO) -> Iterator[Line]:
     """The lines of binary file `f` (LF, CRLF or CR ends; a leading BOM dropped), none longer than
     MAX_RECORD_BYTES held in memory: a longer line is read past in chunks and yielded with `data=None`."""
-    limit = MAX_RECORD_BYTES
-    number = 0
-    first = True
+    limit, number, first = MAX_RECORD_BYTES, 0, True
     while True:
         chunk = f.readline(limit + 1)
         if not chunk:

@@ -58,9 +58,8 @@ def _pretrain_shape(cfg) -> ModelShape:
 
 def _lora(cfg) -> dict:
     lora = getattr(cfg, "lora", None)
-    if lora is None:
-        return {}
-    return {"lora_r": lora.r, "lora_dropout": lora.dropout, "lora_targets": tuple(lora.target_modules or ())}
+    return {} if lora is None else {"lora_r": lora.r, "lora_dropout": lora.dropout,
+                                    "lora_targets": tuple(lora.target_modules or ())}
 
 
 def stage_jobs(stage: str, cfg, title: str) -> list[PlannedStage]:

@@ -14,6 +14,7 @@ import json
 import random
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -160,12 +161,9 @@ def run(cfg: SelfInstructConfig, log=print) -> Summary:
         log(f"resuming {cfg.output}: {len(existing):,} records already there; dedup pool {len(seeds):,} seeds + them")
     start = time.perf_counter()
     if summary.total < summary.target:
-        writer = AppendLog(cfg.output)
-        with tqdm(total=cfg.num_instructions, initial=summary.total, desc="selfinstruct", unit="instr") as bar:
-            try:
-                asyncio.run(_generate(Generation(cfg, seeds, index, writer, summary, bar)))
-            finally:
-                writer.close()
+        with (closing(AppendLog(cfg.output)) as writer,
+              tqdm(total=cfg.num_instructions, initial=summary.total, desc="selfinstruct", unit="instr") as bar):
+            asyncio.run(_generate(Generation(cfg, seeds, index, writer, summary, bar)))
     summary.seconds = time.perf_counter() - start
     _sidecar(cfg.output, ".summary.json").write_text(
         json.dumps({**asdict(summary), "rejected": dict(summary.rejected)}, ensure_ascii=False, indent=1) + "\n",
