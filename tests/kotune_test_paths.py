@@ -54,6 +54,16 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> N
     raise TimeoutError(f"kotune serve did not answer /health within {timeout:.0f}s:\n{log_tail(log)}")
 
 
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM `proc`, and SIGKILL it when it has not exited `timeout` seconds later."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 # Unit roundoff of float32 (half its machine epsilon): one rounding errs by at most this fraction of its result.
 FP32_UNIT_ROUNDOFF = 2.0**-24
 

@@ -26,8 +26,7 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
     def describe_config() -> str:
         from kotune.common.options import describe
 
-        cls = resolve_name(config_path)
-        return "recipe keys:\n" + "\n".join(describe(cls))
+        return "recipe keys:\n" + "\n".join(describe(resolve_name(config_path)))
 
     p = sub.add_parser(name, help=help, description=help, epilog=EPILOG_RECIPE,
                        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
@@ -115,7 +114,6 @@ def _plan_command(sub) -> None:
     plan.add_argument("--json", action="store_true", help="the plan as JSON")
     plan.set_defaults(command_parser=plan, handler=lambda a: resolve_name("kotune.plan.report.run")(
         a.recipe, a.overrides, a.gpus, a.gpu_memory, a.json))
-
 
 
 def _config_command(sub, name: str, help: str, config_path: str, run_path: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from kotune_test_paths import free_port, make_chat_model, wait_ready  # noqa: F401  (make_chat_model: re-exported)
+from kotune_test_paths import free_port, make_chat_model, stop, wait_ready  # noqa: F401  (make_chat_model: re-exported)
 
 
 @dataclass
@@ -43,12 +43,7 @@ def serve(model_dir: Path, log: Path, *args: str, timeout: float = 180) -> Itera
         wait_ready(server.url, proc, log, timeout)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=15)
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from kotune_test_paths import REPO, free_port, wait_ready
+from kotune_test_paths import REPO, free_port, stop, wait_ready
 
 from kotune.common.host_memory import peak_rss_bytes
 
@@ -150,10 +150,5 @@ def serve_one_request(model: Path, log: Path, timeout: float = 600) -> tuple[int
                                                max_tokens=8, temperature=0)
         assert reply.choices[0].finish_reason in ("stop", "length") and 1 <= reply.usage.completion_tokens <= 8
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=30)
     return (0 if proc.returncode in (0, -15) else proc.returncode), peak()
