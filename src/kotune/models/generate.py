@@ -487,9 +487,7 @@ def _deliver(r: _Request, out: Output) -> None:
 def _eos_ids(model, tokenizer) -> list[int]:
     ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return sorted(set(ids))
+    return sorted({*ids, tokenizer.eos_token_id} - {None})
 
 
 def _ensure_chat_template(tokenizer) -> str | None:

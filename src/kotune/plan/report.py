@@ -81,11 +81,10 @@ def plan_stage(stage: PlannedStage, gpus: int, gpu_memory: float) -> dict:
             peaks = {e: estimate(replace(job, method=method), e, gpus) for e in ENGINES}
             methods[method] = {e: None if est is None else est.peak / GIB for e, est in peaks.items()}
     fits = [e for e, _ in fitting(job, gpus, gpu_memory)]
-    return {"title": stage.title, "note": stage.note, "model": job.model.name,
-            "parameters": job.model.params, "setting": _describe(job), "checkpointing": job.checkpointing, "gpus": gpus, "gpu_memory_gib": gpu_memory,
+    return {"title": stage.title, "note": stage.note, "model": job.model.name, "parameters": job.model.params,
+            "setting": _describe(job), "checkpointing": job.checkpointing, "gpus": gpus, "gpu_memory_gib": gpu_memory,
             "usable_gib": usable_bytes(gpu_memory) / GIB, "engines": per_engine, "peak_gib_with_method": methods,
-            "fits_with": fits,
-            "suggestions": [] if fits else suggestions(job, gpus, gpu_memory)}
+            "fits_with": fits, "suggestions": [] if fits else suggestions(job, gpus, gpu_memory)}
 
 
 def render(plan: dict) -> str:
