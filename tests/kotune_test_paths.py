@@ -5,6 +5,8 @@ import math
 import shutil
 import socket
 import struct
+import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +30,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def log_tail(log: Path, n: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Wait until `kotune serve` at `url` answers /health. Raises, with the tail of its output `log`, when `proc`
+    exits first or `timeout` seconds pass."""
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kotune serve exited with {proc.returncode}:\n{log_tail(log)}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"kotune serve did not answer /health within {timeout:.0f}s:\n{log_tail(log)}")
+
+
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM `proc`, and SIGKILL it when it has not exited `timeout` seconds later."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # Unit roundoff of float32 (half its machine epsilon): one rounding errs by at most this fraction of its result.

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pkgutil import resolve_name
 
 from kotune import __version__
 
@@ -23,10 +24,9 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
     """A stage run from a YAML recipe plus key=value overrides; `--help` lists every recipe key."""
 
     def describe_config() -> str:
-        from kotune.config import describe
+        from kotune.common.options import describe
 
-        cls = _import(config_path)
-        return "recipe keys:\n" + "\n".join(describe(cls))
+        return "recipe keys:\n" + "\n".join(describe(resolve_name(config_path)))
 
     p = sub.add_parser(name, help=help, description=help, epilog=EPILOG_RECIPE,
                        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
@@ -60,7 +60,7 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
 
         if getattr(args, "overwrite", False):
             args.overrides.append("overwrite=true")  # an override, so a relaunch under torchrun carries it too
-        cfg = load_config(_import(config_path), args.recipe, args.overrides)  # a bad recipe fails before launching
+        cfg = load_config(resolve_name(config_path), args.recipe, args.overrides)  # a bad recipe fails before launching
         if getattr(args, "nproc", None) is not None or getattr(args, "accelerate_config", None) is not None:
             from kotune.launch import launch_refusal, relaunch
 
@@ -69,25 +69,18 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
                 raise ValueError(refused)
             return relaunch([name, args.recipe, *args.overrides], args.nproc, args.accelerate_config)
         if name != "pipeline":
-            _import(run_path)(cfg)
+            resolve_name(run_path)(cfg)
             return 0
         from kotune.pipeline.run import StageFailed
 
         try:
-            _import(run_path)(cfg, force=args.force, dry_run=args.dry_run, check=args.check)
+            resolve_name(run_path)(cfg, force=args.force, dry_run=args.dry_run, check=args.check)
         except StageFailed as e:
             print(f"kotune: error: {e}", file=sys.stderr)
             return 1
         return 0
 
     p.set_defaults(handler=handler, command_parser=p)
-
-
-def _import(dotted: str):
-    import importlib
-
-    module, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _data_commands(sub) -> None:
@@ -97,29 +90,18 @@ def _data_commands(sub) -> None:
     check = dsub.add_parser("check", help="validate data files: counts per format and problem, every problem as FILE:LINE: field: reason")
     check.add_argument("files", nargs="+")
     check.add_argument("--format", default=None, help="force a format instead of detecting it")
-    check.set_defaults(handler=lambda a: _import("kotune.data.check.run")(a.files, a.format))
+    check.set_defaults(handler=lambda a: resolve_name("kotune.data.check.run")(a.files, a.format))
 
     preview = dsub.add_parser("preview", help="show training text with trained spans marked, as the trainer sees it")
     preview.add_argument("recipe")
     preview.add_argument("overrides", nargs="*")
     preview.add_argument("--limit", type=int, default=3, help="how many examples (default 3)")
     preview.add_argument("--json", action="store_true", help='one JSON object per example: {"text", "input_ids", "labels"}')
-    preview.set_defaults(handler=lambda a: _import("kotune.sft.preview.run")(a.recipe, a.overrides, a.limit, a.json),
-                         command_parser=preview)
+    preview.set_defaults(command_parser=preview, handler=lambda a: resolve_name("kotune.sft.preview.run")(
+        a.recipe, a.overrides, a.limit, a.json))
 
     _config_command(dsub, "dedup", "drop near-duplicate instructions (character ROUGE-L F above the threshold, "
                     "Alpaca's rule) and report every dropped pair", "kotune.data.dedup.DedupConfig", "kotune.data.dedup.run")
-
-
-def _model_commands(sub) -> None:
-    model = sub.add_parser("model", help="build local models")
-    msub = model.add_subparsers(dest="model_command", required=True, metavar="{tiny}")
-    _config_command(msub, "tiny", "train a Korean byte-level BPE tokenizer and save a tiny random model (tests, "
-                    "quickstart)", "kotune.models.tiny.TinyConfig", "kotune.models.tiny.run")
-    lora = sub.add_parser("lora", help="LoRA adapter tools")
-    lsub = lora.add_subparsers(dest="lora_command", required=True, metavar="{merge}")
-    _config_command(lsub, "merge", "merge a LoRA adapter into its base model and save a plain model",
-                    "kotune.models.lora.MergeConfig", "kotune.models.lora.run")
 
 
 def _plan_command(sub) -> None:
@@ -130,22 +112,21 @@ def _plan_command(sub) -> None:
     plan.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs to train on (default 1)")
     plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GiB", help="memory of each GPU (default 80)")
     plan.add_argument("--json", action="store_true", help="the plan as JSON")
-    plan.set_defaults(handler=lambda a: _import("kotune.plan.report.run")(a.recipe, a.overrides, a.gpus, a.gpu_memory,
-                                                                        a.json), command_parser=plan)
-
+    plan.set_defaults(command_parser=plan, handler=lambda a: resolve_name("kotune.plan.report.run")(
+        a.recipe, a.overrides, a.gpus, a.gpu_memory, a.json))
 
 
 def _config_command(sub, name: str, help: str, config_path: str, run_path: str) -> None:
     """A command whose options are a config dataclass: one flag per field, then `run(cfg)`."""
-    from kotune.config import add_flags
+    from kotune.common.options import add_flags
 
     p = sub.add_parser(name, help=help, description=help)
-    add_flags(p, _import(config_path))
+    add_flags(p, resolve_name(config_path))
 
     def handler(args: argparse.Namespace) -> int:
-        from kotune.config import from_args
+        from kotune.common.options import from_args
 
-        result = _import(run_path)(from_args(_import(config_path), args))
+        result = resolve_name(run_path)(from_args(resolve_name(config_path), args))
         return result if isinstance(result, int) else 0
 
     p.set_defaults(handler=handler, command_parser=p, config=config_path)
@@ -154,6 +135,12 @@ def _config_command(sub, name: str, help: str, config_path: str, run_path: str) 
 # Commands that are not recipe stages: group -> (group help, {command: (help, config dataclass, run function)}).
 # Their flags come from the dataclass (kept light: building `kotune --help` imports it, never torch).
 COMMANDS: dict[str | None, tuple[str | None, dict[str, tuple[str, str, str]]]] = {
+    "model": ("build local models", {
+        "tiny": ("train a Korean byte-level BPE tokenizer and save a tiny random model (tests, quickstart)",
+                 "kotune.models.tiny.TinyConfig", "kotune.models.tiny.run")}),
+    "lora": ("LoRA adapter tools", {
+        "merge": ("merge a LoRA adapter into its base model and save a plain model", "kotune.models.lora.MergeConfig",
+                  "kotune.models.lora.run")}),
     "tokenizer": ("train Korean tokenizers", {
         "train": ("train a byte-level BPE tokenizer on Korean corpora and report how well it fits",
                   "kotune.pretrain.tokenizer_config.TokenizerConfig", "kotune.pretrain.tokenizer.run")}),
@@ -200,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
         _recipe_stage(sub, name, help, config_path, run_path)
     _data_commands(sub)
     _plan_command(sub)
-    _model_commands(sub)
     _config_commands(sub)
     return parser
 

@@ -7,14 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2 as httpx
 
-from kotune_test_paths import free_port, make_chat_model  # noqa: F401  (re-exported for the serve tests)
+from kotune_test_paths import free_port, make_chat_model, stop, wait_ready  # noqa: F401  (make_chat_model: re-exported)
 
 
 @dataclass
@@ -24,9 +23,6 @@ class Server:
     model: str
     proc: subprocess.Popen
     log: Path
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
     def stats(self) -> dict:
         return httpx.get(f"{self.url}/health", timeout=10).json()
@@ -44,29 +40,10 @@ def serve(model_dir: Path, log: Path, *args: str, timeout: float = 180) -> Itera
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(f"http://127.0.0.1:{port}", port, Path(model_dir).name, proc, log)
     try:
-        _wait_ready(server, timeout)
+        wait_ready(server.url, proc, log, timeout)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_ready(server: Server, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"kotune serve exited with {server.proc.returncode}:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"kotune serve did not answer /health within {timeout:.0f}s:\n{server.log_tail()}")
+        stop(proc, timeout=15)
 
 
 def listening_addresses(port: int) -> set[str]:

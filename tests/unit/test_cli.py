@@ -34,12 +34,12 @@ def test_overrides_after_flags_reach_the_stage(stage, monkeypatch):
     recipe, key, read = STAGE_CASES[stage]
     monkeypatch.chdir(REPO)
     ran, launched = [], []
-    real_import = cli._import
+    real_import = cli.resolve_name
 
     def fake_import(dotted):  # the stage's run function only records the config it is given
         return (lambda cfg, **kw: ran.append(cfg)) if dotted == RECIPE_STAGES[stage][2] else real_import(dotted)
 
-    monkeypatch.setattr(cli, "_import", fake_import)
+    monkeypatch.setattr(cli, "resolve_name", fake_import)
     monkeypatch.setattr(kotune.launch, "relaunch", lambda args, nproc, config: launched.append(args) or 0)
     flags = FLAGS.get(stage, [])
     argv = [stage, recipe, f"{key}=first", *flags, f"{key}=second"]

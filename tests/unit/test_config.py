@@ -2,11 +2,11 @@
 
 import re
 from pathlib import Path
+from pkgutil import resolve_name
 
 import pytest
 import yaml
 
-from kotune.cli import _import
 from kotune.stages import RECIPE_STAGES
 from kotune.config import ConfigError, load_config, save_config
 from kotune.sft.config import SFTConfig
@@ -72,7 +72,7 @@ def test_every_recipe_is_valid(recipe):
         return
     stage = command[0]
     assert stage in RECIPE_STAGES, f"{recipe} is for `kotune {stage}`, which is not a recipe stage"
-    cfg = load_config(_import(RECIPE_STAGES[stage][1]), str(recipe))
+    cfg = load_config(resolve_name(RECIPE_STAGES[stage][1]), str(recipe))
     data = getattr(cfg, "data", None)
     for f in getattr(data, "files", []):
         # Shipped data must exist; real-scale recipes name files users download (documented in the recipe).

@@ -7,12 +7,13 @@ import argparse
 import dataclasses
 import types
 import typing
+from pkgutil import resolve_name
 from typing import Literal, get_args, get_origin
 
 import pytest
 
 import kotune.cli as cli
-from kotune.config import ConfigError, from_args
+from kotune.common.options import ConfigError, from_args
 
 
 
@@ -79,7 +80,7 @@ def _argv(f: dataclasses.Field, value) -> list[str]:
 
 @pytest.mark.parametrize("words, config", COMMANDS, ids=[" ".join(w) for w, _ in COMMANDS])
 def test_every_field_is_a_flag_and_unset_flags_keep_the_dataclass_defaults(words, config):
-    cls = cli._import(config)
+    cls = resolve_name(config)
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
     required = {f.name: _changed(f.name, hints[f.name], None) for f in fields
@@ -96,7 +97,7 @@ def test_every_field_is_a_flag_and_unset_flags_keep_the_dataclass_defaults(words
 
 def test_a_value_the_dataclass_refuses_names_the_flag():
     with pytest.raises(ConfigError, match=r"^--max-new-tokens: must be >= 1, got 0$"):
-        from_args(cli._import("kotune.serve.config.ChatConfig"), cli.parse_args(["chat", "m", "--max-new-tokens", "0"]))
+        from_args(resolve_name("kotune.serve.config.ChatConfig"), cli.parse_args(["chat", "m", "--max-new-tokens", "0"]))
     with pytest.raises(SystemExit):  # argparse refuses what is not even a number
         cli.parse_args(["eval", "kobest", "m", "--shots", "0,five"])
 

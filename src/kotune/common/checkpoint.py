@@ -71,6 +71,4 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 def latest_checkpoint(root: str | Path) -> tuple[Path, dict] | None:
     """The newest complete checkpoint and its state, or None."""
     found = list_checkpoints(root)
-    if not found:
-        return None
-    return found[-1], json.loads((found[-1] / "state.json").read_text())
+    return (found[-1], json.loads((found[-1] / "state.json").read_text())) if found else None

@@ -96,8 +96,7 @@ class Client:
             resp = await self.client.chat.completions.create(messages=messages, **common)
             choice = resp.choices[0]
             return choice.message.content, choice.finish_reason
-        resp = await self.client.completions.create(prompt=prompt, stop=self.stop, **common)
-        choice = resp.choices[0]
+        choice = (await self.client.completions.create(prompt=prompt, stop=self.stop, **common)).choices[0]
         return choice.text, choice.finish_reason
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:

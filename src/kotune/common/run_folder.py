@@ -46,10 +46,8 @@ def file_identity(path: str | Path) -> dict:
 
 def model_identity(name: str | None) -> str | None:
     """A local model folder as its absolute path (a relative one names another folder elsewhere); a hub id as is."""
-    if name is None:
-        return None
-    p = Path(name).expanduser()
-    return str(p.resolve()) if p.exists() else name
+    p = Path(name or "").expanduser()
+    return str(p.resolve()) if name is not None and p.exists() else name
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json")
@@ -98,12 +96,9 @@ def run_identity(stage: str, cfg) -> dict:
 
 
 def _flatten(value, prefix: str = "") -> dict:
-    if isinstance(value, dict):
-        out: dict = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
+    if not isinstance(value, dict):
+        return {prefix.rstrip("."): value}
+    return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
 
 
 def identity_differences(recorded: dict, current: dict) -> list[str]:

@@ -28,9 +28,7 @@ class BatchPlan:
 
     @property
     def total_steps(self) -> int:
-        if self.max_steps is not None:
-            return self.max_steps
-        return max(1, math.ceil(self.epochs * self.steps_per_epoch))
+        return self.max_steps if self.max_steps is not None else max(1, math.ceil(self.epochs * self.steps_per_epoch))
 
     def epoch_order(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -52,9 +50,8 @@ def micro_batches_per_rank(batch_size: int, world_size: int, micro_batch_size: i
     return max(1, math.ceil(math.ceil(batch_size / world_size) / micro_batch_size))
 
 
-def split_for_rank(
-    indices: list[int], lengths: list[int], rank: int, world_size: int, micro_batch_size: int
-) -> list[list[int]]:
+def split_for_rank(indices: list[int], lengths: list[int], rank: int, world_size: int,
+                   micro_batch_size: int) -> list[list[int]]:
     """This process's micro-batches of one global batch.
 
     The global batch is sorted by length so that micro-batches pad little, dealt round-robin to processes,
@@ -64,5 +61,4 @@ def split_for_rank(
     ordered = sorted(indices, key=lambda i: lengths[i])
     mine = ordered[rank::world_size]
     count = micro_batches_per_rank(len(ordered), world_size, micro_batch_size)
-    batches = [mine[k * micro_batch_size : (k + 1) * micro_batch_size] for k in range(count)]
-    return batches
+    return [mine[k * micro_batch_size : (k + 1) * micro_batch_size] for k in range(count)]

@@ -24,10 +24,9 @@ def run(files: list[str], format: str | None = None, out=print) -> int:
         out(f"{path}: {result.formats_per_file.get(path, 'unreadable')}")
     out("records per format:")
     for name, count in sorted(result.records_per_format.items()):
-        examples = result.examples_per_format[name]
         kind = FORMATS[name].kind
-        unit = "pairs" if kind == "preference" else "examples"
-        out(f"  {name}: {count:,} records -> {examples:,} {unit} ({kind})")
+        out(f"  {name}: {count:,} records -> {result.examples_per_format[name]:,} "
+            f"{'pairs' if kind == 'preference' else 'examples'} ({kind})")
     kinds = Counter(p.kind for p in result.problems)
     out(f"problems: {len(result.problems):,}" + (" (" + ", ".join(f"{k}: {v:,}" for k, v in sorted(kinds.items())) + ")" if kinds else ""))
     for problem in sorted(result.problems, key=lambda p: (p.path, p.line, -1 if p.index is None else p.index)):

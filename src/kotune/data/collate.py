@@ -35,8 +35,5 @@ def pack_batch(examples: list[tuple[list[int], list[int]]]) -> dict[str, torch.T
         input_ids.extend(ids)
         labels.extend([IGNORE_INDEX, *labs[1:]])
         position_ids.extend(range(len(ids)))
-    return {
-        "input_ids": torch.tensor([input_ids]),
-        "labels": torch.tensor([labels]),
-        "position_ids": torch.tensor([position_ids]),
-    }
+    return {"input_ids": torch.tensor([input_ids]), "labels": torch.tensor([labels]),
+            "position_ids": torch.tensor([position_ids])}

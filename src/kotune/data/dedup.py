@@ -11,7 +11,7 @@ tokens, scores 0, and nothing Korean is ever deduplicated. Whitespace words do n
 particles and endings to the stem inside one eojeol (학교에/학교를, 설명하세요/설명해 주세요), so two
 instructions that differ by a particle share almost no words; and Korean spacing is inconsistent between
 writers (설명해주세요/설명해 주세요). Syllable characters are the smallest unit that keeps meaning and is
-untouched by both. `char_tokens` therefore applies NFKC (precomposed syllables, half/full-width forms), lowercases
+untouched by both. `normalize` therefore applies NFKC (precomposed syllables, half/full-width forms), lowercases
 Latin letters as rouge_score does, and keeps one token per letter or digit (Hangul syllables and jamo, Latin,
 CJK, digits); spaces and punctuation are dropped, as rouge_score drops them, so `설명해 주세요.` and
 `설명해주세요?` are the same instruction.
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kotune.config import opt
+from kotune.common.options import opt
 
 # Bounds are computed with a threshold this much lower, so float rounding can never prune a pair whose F,
 # computed as rouge_score computes it, is above the threshold (the bounds then only admit a few more pairs).
@@ -51,16 +51,12 @@ def normalize(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
 
 
-def char_tokens(text: str) -> list[str]:
-    """One token per kept character of `text`."""
-    return list(normalize(text))
-
-
 class KoreanCharTokenizer:
-    """`char_tokens` in the shape rouge_score expects: `RougeScorer(["rougeL"], tokenizer=KoreanCharTokenizer())`."""
+    """One token per character `normalize` keeps, in the shape rouge_score expects:
+    `RougeScorer(["rougeL"], tokenizer=KoreanCharTokenizer())`."""
 
     def tokenize(self, text: str) -> list[str]:
-        return char_tokens(text)
+        return list(normalize(text))
 
 
 def rouge_l_f(lcs: int, new_len: int, kept_len: int) -> float:
@@ -73,7 +69,7 @@ def rouge_l_f(lcs: int, new_len: int, kept_len: int) -> float:
 
 
 def rouge_l(a: str, b: str) -> float:
-    """ROUGE-L F of two texts on `char_tokens`."""
+    """ROUGE-L F of two texts on the characters `normalize` keeps."""
     from rapidfuzz.distance import LCSseq
 
     x, y = normalize(a), normalize(b)
@@ -121,8 +117,7 @@ class DedupIndex:
     def __init__(self, threshold: float = 0.7, *, workers: int = -1):
         if not 0 < threshold < 1:
             raise ValueError(f"threshold: must be between 0 and 1 (exclusive), got {threshold}")
-        self.threshold = threshold
-        self.workers = workers
+        self.threshold, self.workers = threshold, workers
         self._codes: dict[str, str] = {}
         self._encoded: list[str] = []
         self._keys: list[Hashable] = []

@@ -27,9 +27,7 @@ class FieldError(ValueError):
 
     def __init__(self, field: str, reason: str, kind: str = "invalid"):
         super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-        self.kind = kind
+        self.field, self.reason, self.kind = field, reason, kind
 
 
 def is_blank(text: str) -> bool:
@@ -51,10 +49,7 @@ def _text(rec: dict, key: str, *, required: bool = True, allow_empty: bool = Fal
 
 def _reply(rec: dict, key: str) -> str:
     """A model reply: a non-empty string with any trailing literal EOS text removed."""
-    value = _TRAILING_EOS_TEXT.sub("", _text(rec, key))
-    if is_blank(value):
-        raise FieldError(key, "empty or whitespace only", "empty")
-    return value
+    return _reply_text(_text(rec, key), key)
 
 
 def _conversation(messages: list[Message], src: Source, field: str) -> Conversation:
@@ -167,9 +162,7 @@ def _reply_text(text: str, field: str) -> str:
 def _reply_of(rec: dict, key: str) -> str:
     """A reply given as text, as one assistant turn (`{role, content}` or `{from, value}`), or as a list holding
     exactly that turn (TRL's conversational preference format)."""
-    value = rec.get(key)
-    if isinstance(value, dict):
-        value = [value]
+    value = [rec[key]] if isinstance(rec.get(key), dict) else rec.get(key)
     if not isinstance(value, list):
         return _reply(rec, key)
     turns = [_turn(turn, f"{key}[{i}]", _SHAREGPT_ROLES) for i, turn in enumerate(value)]
@@ -193,9 +186,7 @@ def _implicit_prompt_pair(rec: dict, src: Source) -> list[PreferencePair]:
             raise FieldError("prompt", f"missing (without a prompt, {key} must be the whole conversation as a list "
                                        "of messages)", "missing_field")
     chosen, rejected = _turns(rec, "chosen", _SHAREGPT_ROLES), _turns(rec, "rejected", _SHAREGPT_ROLES)
-    shared = 0
-    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-        shared += 1
+    shared = next((i for i, (c, r) in enumerate(zip(chosen, rejected)) if c != r), min(len(chosen), len(rejected)))
     if shared == len(chosen) == len(rejected):
         raise FieldError("rejected", "identical to chosen, so the pair teaches nothing", "identical_pair")
     for key, turns in (("chosen", chosen), ("rejected", rejected)):
@@ -354,7 +345,7 @@ def parse_kochatgpt_conversations(text: str, path: str) -> tuple[list[Conversati
             close()
             current, start_line = [], lineno
             continue
-        if not stripped and (current is None or not current):
+        if not stripped and not current:
             continue
         tag = next((t for t in _SPEAKERS if stripped.startswith(t)), None)
         if current is None:

@@ -46,10 +46,9 @@ def _file_format(path: str, records: list[Record], forced: str | None) -> Format
         if forced not in FORMATS:
             return Problem(path, 0, "format", f"unknown format {forced!r}; known: {', '.join(FORMATS)}", "unknown_format")
         return FORMATS[forced]
-    for rec in records:
-        fmt = detect_format(rec.value)
-        if fmt:
-            return fmt
+    fmt = next((f for rec in records if (f := detect_format(rec.value))), None)
+    if fmt:
+        return fmt
     keys = sorted(map(str, records[0].value))[:20] if records and isinstance(records[0].value, dict) else []
     return Problem(path, records[0].line if records else 1, "format",
                    f"cannot tell the format from keys {keys}; set `format:` (one of {', '.join(FORMATS)})",
@@ -110,9 +109,8 @@ def load_file(path: str, result: LoadResult, forced_format: str | None = None) -
             result.ignored.setdefault(name, []).append(str(rec.source))
 
 
-def load_examples(
-    paths: list[str], *, format: str | None = None, kind: str = "sft", skip_invalid: bool = False
-) -> LoadResult:
+def load_examples(paths: list[str], *, format: str | None = None, kind: str = "sft",
+                  skip_invalid: bool = False) -> LoadResult:
     """Load training examples of one kind ("sft", "preference" or "prompts") from `paths`.
 
     Raises:
@@ -123,13 +121,10 @@ def load_examples(
         load_file(path, result, format)
     for path, name in result.formats_per_file.items():
         if FORMATS[name].kind != kind:
-            raise DataError(
-                [Problem(path, 1, "format", f"{name} holds {FORMATS[name].kind} data, this stage needs {kind} data", "wrong_kind")]
-            )
+            raise DataError([Problem(path, 1, "format", f"{name} holds {FORMATS[name].kind} data, this stage needs "
+                                     f"{kind} data", "wrong_kind")])
     fatal = [p for p in result.problems if p.kind in ("file", "unknown_format")]
     if fatal or (result.problems and not skip_invalid):
-        raise DataError(
-            fatal or result.problems,
-            "" if fatal else "Fix these records, or set `data.skip_invalid: true` to train without them (each is listed).",
-        )
+        raise DataError(fatal or result.problems, "" if fatal else "Fix these records, or set "
+                        "`data.skip_invalid: true` to train without them (each is listed).")
     return result

@@ -132,14 +132,19 @@ def loads(text: str) -> object:
     """
     try:
         value = _DECODER.decode(text)
-    except json.JSONDecodeError as e:
-        raise RecordError("json", f"{e.msg} (column {e.colno})", "json") from None
-    except RecursionError:
-        raise RecordError("json", f"nested deeper than {MAX_DEPTH} levels", "too_deep") from None
-    except ValueError as e:  # NaN/Infinity, integers of more than 4,300 digits
-        raise RecordError("json", str(e), "json") from None
+    except (ValueError, RecursionError) as e:
+        raise _parse_error(e) from None
     _check_value(value)
     return value
+
+
+def _parse_error(e: ValueError | RecursionError) -> RecordError:
+    """The RecordError of what the JSON decoder raised."""
+    if isinstance(e, json.JSONDecodeError):
+        return RecordError("json", f"{e.msg} (column {e.colno})", "json")
+    if isinstance(e, RecursionError):
+        return RecordError("json", f"nested deeper than {MAX_DEPTH} levels", "too_deep")
+    return RecordError("json", str(e), "json")  # NaN/Infinity, integers of more than 4,300 digits
 
 
 class Line(NamedTuple):
@@ -153,9 +158,7 @@ class Line(NamedTuple):
 def read_lines(f: BinaryIO) -> Iterator[Line]:
     """The lines of binary file `f` (LF, CRLF or CR ends; a leading BOM dropped), none longer than
     MAX_RECORD_BYTES held in memory: a longer line is read past in chunks and yielded with `data=None`."""
-    limit = MAX_RECORD_BYTES
-    number = 0
-    first = True
+    limit, number, first = MAX_RECORD_BYTES, 0, True
     while True:
         chunk = f.readline(limit + 1)
         if not chunk:
@@ -210,15 +213,6 @@ def iter_jsonl(path: str, f: BinaryIO) -> Iterator[Record | Problem]:
             yield Problem.at(src, e.field, e.reason, e.kind)
 
 
-def _read_jsonl(path: str, f: BinaryIO, raw: RawFile) -> None:
-    for item in iter_jsonl(path, f):
-        if isinstance(item, Problem):
-            raw.problems.append(item)
-            raw.unreadable += 1
-        else:
-            raw.records.append(item)
-
-
 def _decode(path: str, data: bytes) -> tuple[str, list[Problem]]:
     """Decode UTF-8 (BOM allowed); each line holding invalid bytes is reported and the bytes escaped."""
     problems: list[Problem] = []
@@ -229,10 +223,8 @@ def _decode(path: str, data: bytes) -> tuple[str, list[Problem]]:
         for lineno, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
             bad = next((i for i, ch in enumerate(line) if "\udc80" <= ch <= "\udcff"), None)
             if bad is not None:
-                byte = ord(line[bad]) - 0xDC00
-                problems.append(
-                    Problem(path, lineno, "encoding", f"invalid UTF-8 byte 0x{byte:02x} at column {bad + 1}", "encoding")
-                )
+                problems.append(Problem(path, lineno, "encoding", f"invalid UTF-8 byte 0x{ord(line[bad]) - 0xDC00:02x} "
+                                        f"at column {bad + 1}", "encoding"))
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     return text, problems
 
@@ -313,12 +305,9 @@ def _array_elements(path: str, text: str, raw: RawFile, lines: _Lines) -> list[_
         after_value = True
         try:
             element.value, pos = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            element.error, element.error_line = RecordError("json", f"{e.msg} (column {e.colno})", "json"), lines.at(e.pos)
-        except RecursionError:
-            element.error = RecordError("json", f"nested deeper than {MAX_DEPTH} levels", "too_deep")
-        except ValueError as e:  # NaN/Infinity, integers of more than 4,300 digits
-            element.error = RecordError("json", str(e), "json")
+        except (ValueError, RecursionError) as e:
+            element.error = _parse_error(e)
+            element.error_line = lines.at(e.pos) if isinstance(e, json.JSONDecodeError) else 0
         if element.error is not None:
             element.value, element.error_line = None, element.error_line or element.start_line
             end = _skip_element(text, start)
@@ -378,7 +367,12 @@ def read_records(path: str | Path) -> RawFile:
         first = _first_byte(f)
         if first == b"{":
             raw = RawFile(path, "jsonl")
-            _read_jsonl(path, f, raw)
+            for item in iter_jsonl(path, f):
+                if isinstance(item, Problem):
+                    raw.problems.append(item)
+                    raw.unreadable += 1
+                else:
+                    raw.records.append(item)
         else:
             layout = "json_array" if first == b"[" else "text"
             size = f.seek(0, 2)

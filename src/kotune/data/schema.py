@@ -31,9 +31,8 @@ class Source:
     @property
     def location(self) -> str:
         """`LINE`, or `LINE (record N)` when the line holds more than one record."""
-        if self.shared_line and self.index is not None:
-            return f"{self.line} (record {self.index + 1})"
-        return str(self.line)
+        shared = self.shared_line and self.index is not None
+        return f"{self.line} (record {self.index + 1})" if shared else str(self.line)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.location}" if self.line > 0 else self.path  # line 0: the file as a whole
@@ -52,16 +51,11 @@ class Message:
     input: str | None = None
 
     def as_dict(self) -> dict:
-        d = {"role": self.role, "content": self.content}
-        if self.input:
-            d["input"] = self.input
-        return d
+        return {"role": self.role, "content": self.content, **({"input": self.input} if self.input else {})}
 
     def flatten_input(self) -> Message:
         """This message with `input` folded into `content`, for templates that know only role/content."""
-        if not self.input:
-            return Message(self.role, self.content)
-        return Message(self.role, f"{self.content}\n\n{self.input}")
+        return Message(self.role, f"{self.content}\n\n{self.input}" if self.input else self.content)
 
 
 @dataclass(frozen=True)
@@ -121,14 +115,10 @@ class DataError(ValueError):
         lines = [str(p) for p in problems[:50]]
         if len(problems) > 50:
             lines.append(f"... and {len(problems) - 50} more")
-        unreadable = [p for p in problems if p.kind == "file" and p.line == 0]
-        if unreadable and len(unreadable) == len(problems):
-            msg = f"cannot read {len(problems)} data file(s) (check data.files):\n" + "\n".join(lines)
-        else:
-            msg = f"{len(problems)} invalid record(s):\n" + "\n".join(lines)
-        if hint:
-            msg += f"\n{hint}"
-        super().__init__(msg)
+        unreadable = problems and all(p.kind == "file" and p.line == 0 for p in problems)
+        head = "data file(s) (check data.files)" if unreadable else "invalid record(s)"
+        msg = f"{'cannot read ' if unreadable else ''}{len(problems)} {head}:\n" + "\n".join(lines)
+        super().__init__(msg + (f"\n{hint}" if hint else ""))
 
 
 def validate_turns(messages: tuple[Message, ...]) -> str | None:

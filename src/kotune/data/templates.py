@@ -25,12 +25,6 @@ KOALPACA_PREAMBLE_NO_INPUT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
     "아래는 작업을 설명하는 명령어입니다. 명령어에 따른 요청을 적절히 완료하는 응답을 작성하세요.\n\n\n"
 )
-# KoAlpaca-Polyglot's PROMPT_TEMPLATE, for tests and for users who format prompts by hand.
-KOALPACA_PROMPT_INPUT = (
-    KOALPACA_PREAMBLE_INPUT + "### Instruction(명령어):\n{instruction}\n\n\n### Input(입력):\n{input}\n\n\n### Response(응답):\n"
-)
-KOALPACA_PROMPT_NO_INPUT = KOALPACA_PREAMBLE_NO_INPUT + "### Instruction(명령어):\n{instruction}\n\n\n### Response(응답):\n"
-KOALPACA_RESPONSE_SPLIT = "### Response(응답):"
 
 
 def _jinja_str(s: str) -> str:
@@ -57,32 +51,26 @@ KOALPACA = (
     "{%- endfor -%}"
 )
 
-# v1.1 puts the reply after "### 답변: "; the space belongs to the prompt so the trained text is the reply alone.
-KOALPACA_V11 = (
-    "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}{{- m['content'] + '\\n\\n' -}}"
-    "{%- elif m['role'] == 'user' -%}"
-    "{%- if not loop.first and messages[loop.index0 - 1]['role'] != 'system' -%}{{- '\\n\\n' -}}{%- endif -%}"
-    "{{- '### 질문: ' + m['content'] -}}"
-    "{%- if m['input'] is defined and m['input'] -%}{{- '\\n\\n' + m['input'] -}}{%- endif -%}"
-    "{{- '\\n\\n### 답변: ' -}}"
-    "{%- elif m['role'] == 'assistant' -%}{{- m['content'] + eos_token -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-)
 
-KO_CHAT = (
-    "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}{{- m['content'] + '\\n\\n' -}}"
-    "{%- elif m['role'] == 'user' -%}"
-    "{%- if not loop.first and messages[loop.index0 - 1]['role'] != 'system' -%}{{- '\\n\\n' -}}{%- endif -%}"
-    "{{- '### 사용자:\\n' + m['content'] -}}"
-    "{%- if m['input'] is defined and m['input'] -%}{{- '\\n\\n' + m['input'] -}}{%- endif -%}"
-    "{{- '\\n\\n### 어시스턴트:\\n' -}}"
-    "{%- elif m['role'] == 'assistant' -%}{{- m['content'] + eos_token -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-)
+def _headed_turns(question: str, answer: str) -> str:
+    """Turns as `question` + the user's text, then `answer` + the reply + EOS, exchanges a blank line apart."""
+    return (
+        "{%- for m in messages -%}"
+        "{%- if m['role'] == 'system' -%}{{- m['content'] + '\\n\\n' -}}"
+        "{%- elif m['role'] == 'user' -%}"
+        "{%- if not loop.first and messages[loop.index0 - 1]['role'] != 'system' -%}{{- '\\n\\n' -}}{%- endif -%}"
+        "{{- '" + question + "' + m['content'] -}}"
+        "{%- if m['input'] is defined and m['input'] -%}{{- '\\n\\n' + m['input'] -}}{%- endif -%}"
+        "{{- '\\n\\n" + answer + "' -}}"
+        "{%- elif m['role'] == 'assistant' -%}{{- m['content'] + eos_token -}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+    )
+
+
+# v1.1 puts the reply after "### 답변: "; the space belongs to the prompt so the trained text is the reply alone.
+KOALPACA_V11 = _headed_turns("### 질문: ", "### 답변: ")
+KO_CHAT = _headed_turns("### 사용자:\\n", "### 어시스턴트:\\n")
 
 BUILTIN_TEMPLATES: dict[str, str] = {"koalpaca": KOALPACA, "koalpaca_v1.1": KOALPACA_V11, "ko_chat": KO_CHAT}
 TEMPLATE_NAMES = ("auto", "tokenizer", *BUILTIN_TEMPLATES)
@@ -109,7 +97,8 @@ def resolve_template(name: str, tokenizer) -> tuple[str, str]:
     return BUILTIN_TEMPLATES[name], name
 
 
-def _adds_bos(tokenizer) -> bool:
+def adds_bos(tokenizer) -> bool:
+    """Whether `tokenizer` prepends BOS to plain text (LLaMA does, GPT-NeoX does not)."""
     ids = tokenizer("가", add_special_tokens=True)["input_ids"]
     return tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
 
@@ -121,7 +110,7 @@ def install_template(tokenizer, name: str) -> str:
     `apply_chat_template(tokenize=True)` adds no special tokens: training and serving then see the same ids.
     """
     source, used = resolve_template(name, tokenizer)
-    if used in BUILTIN_TEMPLATES and _adds_bos(tokenizer):
+    if used in BUILTIN_TEMPLATES and adds_bos(tokenizer):
         source = "{{- bos_token -}}" + source
     tokenizer.chat_template = source
     return used

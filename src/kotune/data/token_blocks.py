@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +50,10 @@ def write_token_files(documents: Iterable[str], tokenizer, out_dir: str | Path, 
             counts[split][0] += len(ids) + 1
             counts[split][1] += 1
 
-    batch: list[str] = []
-    for doc in documents:
-        batch.append(doc)
-        if len(batch) == batch_size:
-            flush(batch, doc_index)
-            doc_index += len(batch)
-            batch = []
-    if batch:
+    stream = iter(documents)
+    while batch := list(islice(stream, batch_size)):
         flush(batch, doc_index)
+        doc_index += len(batch)
     for split, f in files.items():
         f.close()
         (out / f"{split}.bin.tmp").replace(out / f"{split}.bin")
@@ -74,9 +70,7 @@ class TokenBlocks:
     def __init__(self, path: str | Path, block_size: int, eos_id: int, pad_id: int):
         size = Path(path).stat().st_size // np.dtype(DTYPE).itemsize
         self.tokens = np.memmap(path, dtype=DTYPE, mode="r", shape=(size,)) if size else np.zeros(0, DTYPE)
-        self.block_size = block_size
-        self.eos_id = eos_id
-        self.pad_id = pad_id
+        self.block_size, self.eos_id, self.pad_id = block_size, eos_id, pad_id
 
     def __len__(self) -> int:
         return math.ceil(len(self.tokens) / self.block_size)

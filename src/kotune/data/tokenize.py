@@ -8,10 +8,10 @@ and the trained tokens decode to exactly reply + EOS.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kotune.data.schema import Conversation, Source
-from kotune.data.templates import TemplateError, template_knows_input
+from kotune.data.templates import TemplateError, adds_bos, template_knows_input
 
 from kotune.common.losses import IGNORE_INDEX  # noqa: F401  (re-exported: one definition)
 
@@ -58,10 +58,8 @@ def render_segments(tokenizer, conversation: Conversation) -> list[tuple[str, bo
         full = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
             where = f" ({conversation.source})" if conversation.source else ""
-            raise TemplateError(
-                f"the chat template does not render turn {i + 1} as an extension of the earlier turns{where}; "
-                "choose a built-in template (template: ko_chat)"
-            )
+            raise TemplateError(f"the chat template does not render turn {i + 1} as an extension of the earlier "
+                                f"turns{where}; choose a built-in template (template: ko_chat)")
         segments.append((prompt[len(done):], False))
         segments.append((full[len(prompt):], True))
         done = full
@@ -71,42 +69,19 @@ def render_segments(tokenizer, conversation: Conversation) -> list[tuple[str, bo
     return segments
 
 
-@dataclass
-class Tokenizer:
-    """The tokenizer facts masking needs, computed once: whether a BOS is prepended, and the EOS."""
-
-    tokenizer: object
-    bos_id: int | None = field(init=False)
-    eos_id: int | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        tok = self.tokenizer
-        self.eos_id = tok.eos_token_id
-        with_special = tok("가", add_special_tokens=True)["input_ids"]
-        without = tok("가", add_special_tokens=False)["input_ids"]
-        adds_bos = tok.bos_token_id is not None and len(with_special) > len(without) and with_special[0] == tok.bos_token_id
-        self.bos_id = tok.bos_token_id if adds_bos else None
-
-
-def tokenize_conversations(
-    tokenizer, conversations: list[Conversation], max_length: int | None
-) -> list[TokenizedExample]:
+def tokenize_conversations(tokenizer, conversations: list[Conversation],
+                           max_length: int | None) -> list[TokenizedExample]:
     """Tokenize and mask `conversations`; examples longer than `max_length` keep their start."""
-    info = Tokenizer(tokenizer)
+    bos_id = tokenizer.bos_token_id if adds_bos(tokenizer) else None  # prepended here: pieces are tokenized bare
     rendered = [render_segments(tokenizer, c) for c in conversations]
     texts = [text for segments in rendered for text, _ in segments]
-    ids_per_text = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    pieces = iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
     examples = []
-    k = 0
     for conversation, segments in zip(conversations, rendered):
-        input_ids: list[int] = []
-        labels: list[int] = []
-        if info.bos_id is not None and not (segments and segments[0][0].startswith(tokenizer.bos_token)):
-            input_ids.append(info.bos_id)
-            labels.append(IGNORE_INDEX)
+        prepend = bos_id is not None and not (segments and segments[0][0].startswith(tokenizer.bos_token))
+        input_ids, labels = ([bos_id], [IGNORE_INDEX]) if prepend else ([], [])
         for _, trained in segments:
-            ids = ids_per_text[k]
-            k += 1
+            ids = next(pieces)
             input_ids.extend(ids)
             labels.extend(ids if trained else [IGNORE_INDEX] * len(ids))
         truncated = max_length is not None and len(input_ids) > max_length
@@ -132,22 +107,16 @@ class TokenStats:
         return self.trained_tokens / max(self.tokens, 1)
 
     def summary(self) -> str:
-        return (
-            f"examples: {self.examples:,} | tokens: {self.tokens:,} | trained tokens: {self.trained_tokens:,} "
-            f"({self.trained_fraction:.1%}) | truncated: {self.truncated:,} | labels hold EOS: "
-            f"{self.with_eos:,}/{self.examples:,} | no trained token: {self.without_trained_tokens:,}"
-        )
+        return (f"examples: {self.examples:,} | tokens: {self.tokens:,} | trained tokens: {self.trained_tokens:,} "
+                f"({self.trained_fraction:.1%}) | truncated: {self.truncated:,} | labels hold EOS: "
+                f"{self.with_eos:,}/{self.examples:,} | no trained token: {self.without_trained_tokens:,}")
 
 
 def token_stats(examples: list[TokenizedExample], eos_id: int | None) -> TokenStats:
-    return TokenStats(
-        examples=len(examples),
-        tokens=sum(len(e.input_ids) for e in examples),
-        trained_tokens=sum(e.num_trained for e in examples),
-        truncated=sum(e.truncated for e in examples),
-        with_eos=sum(eos_id is not None and eos_id in e.labels for e in examples),
-        without_trained_tokens=sum(e.num_trained == 0 for e in examples),
-    )
+    trained = [e.num_trained for e in examples]
+    with_eos = sum(eos_id is not None and eos_id in e.labels for e in examples)
+    return TokenStats(len(examples), sum(len(e.input_ids) for e in examples), sum(trained),
+                      sum(e.truncated for e in examples), with_eos, trained.count(0))
 
 
 def check_trainable(stats: TokenStats, examples: list[TokenizedExample], eos_id: int | None) -> None:
@@ -161,7 +130,5 @@ def check_trainable(stats: TokenStats, examples: list[TokenizedExample], eos_id:
     missing = [e for e in examples if not e.truncated and eos_id not in e.labels]
     if missing:
         where = ", ".join(str(e.source) for e in missing[:5])
-        raise ValueError(
-            f"{len(missing)} untruncated example(s) do not train the EOS token ({where}); the chat template must "
-            "end assistant turns with eos_token, or the model never learns to stop"
-        )
+        raise ValueError(f"{len(missing)} untruncated example(s) do not train the EOS token ({where}); the chat "
+                         "template must end assistant turns with eos_token, or the model never learns to stop")

@@ -11,20 +11,20 @@ from kotune.eval.config import KobestConfig, LmEvalConfig
 from kotune.eval.runs import KOBEST_JSON, LM_EVAL_JSON, out_dir
 
 
-def kobest(cfg: KobestConfig) -> dict:
+def kobest(cfg: KobestConfig, log=print) -> dict:
     """`kotune eval kobest MODEL`: see `kotune.eval.kobest.run`."""
     from kotune.eval.kobest import run
     from kotune.eval.report import kobest_console_table
 
-    return finish(cfg, run(cfg), kobest_console_table, KOBEST_JSON)
+    return finish(cfg, run(cfg), kobest_console_table, KOBEST_JSON, log)
 
 
-def lm_eval(cfg: LmEvalConfig) -> dict:
+def lm_eval(cfg: LmEvalConfig, log=print) -> dict:
     """`kotune eval lm-eval MODEL --tasks NAMES|DIR`: see `kotune.eval.lm_tasks.run`."""
     from kotune.eval.lm_tasks import run
     from kotune.eval.report import lm_eval_console_table
 
-    return finish(cfg, run(cfg), lm_eval_console_table, LM_EVAL_JSON)
+    return finish(cfg, run(cfg), lm_eval_console_table, LM_EVAL_JSON, log)
 
 
 def finish(cfg, data: dict, table: Callable[[dict], str], results: str, log=print) -> dict:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from kotune.config import opt
+from kotune.common.options import opt
 
 from kotune.eval.kobest_reference import TASKS
 

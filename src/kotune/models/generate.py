@@ -473,10 +473,7 @@ class Engine:
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     missing = width - t.shape[dim]
-    if missing == 0:
-        return t
-    pad = [0, 0] * (t.dim() - 1 - dim) + [missing, 0]
-    return F.pad(t, pad)
+    return F.pad(t, [0, 0] * (t.dim() - 1 - dim) + [missing, 0]) if missing else t
 
 
 def _deliver(r: _Request, out: Output) -> None:
@@ -490,9 +487,7 @@ def _deliver(r: _Request, out: Output) -> None:
 def _eos_ids(model, tokenizer) -> list[int]:
     ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return sorted(set(ids))
+    return sorted({*ids, tokenizer.eos_token_id} - {None})
 
 
 def _ensure_chat_template(tokenizer) -> str | None:

@@ -23,8 +23,7 @@ def check_exists(name_or_path: str, what: str = "model") -> None:
     answer with a confusing repo-id error."""
     # "org/name" may be a hub id; it is taken as a local path when its first part is a local folder (runs/x).
     first = Path(name_or_path.split("/")[0]).expanduser()
-    looks_local = (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
-                   or ("/" in name_or_path and first.is_dir()))
+    looks_local = _looks_local(name_or_path) or ("/" in name_or_path and first.is_dir())
     if looks_local and not Path(name_or_path).expanduser().exists():
         raise FileNotFoundError(f"{what}: folder {name_or_path} does not exist")
 
@@ -32,11 +31,7 @@ def check_exists(name_or_path: str, what: str = "model") -> None:
 def resolve_model_path(name_or_path: str) -> str:
     """A `kotune pipeline` run folder stands for its final model (recorded in its pipeline.json)."""
     manifest = Path(name_or_path) / "pipeline.json"
-    if manifest.is_file():
-        final = json.loads(manifest.read_text()).get("final_model")
-        if final:
-            return final
-    return name_or_path
+    return (json.loads(manifest.read_text()).get("final_model") if manifest.is_file() else None) or name_or_path
 
 
 def is_adapter(path: str) -> bool:
@@ -132,16 +127,9 @@ def stage_tokenizer(cfg):
                           key="tokenizer" if cfg.tokenizer else "model")
 
 
-def load_model(
-    name_or_path: str,
-    *,
-    dtype: str = "fp32",
-    trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
-    device: str | torch.device | None = None,
-    load_in_4bit: bool = False,
-    base: str | None = None,
-):
+def load_model(name_or_path: str, *, dtype: str = "fp32", trust_remote_code: bool = False,
+               attn_implementation: str | None = None, device: str | torch.device | None = None,
+               load_in_4bit: bool = False, base: str | None = None):
     """A causal LM; a LoRA adapter folder is loaded on top of the base it names.
 
     Args:
@@ -168,13 +156,8 @@ def load_model(
         quantized = {"quantization_config": _nf4_config(DTYPES[dtype]), "device_map": {"": str(device or "cpu")}}
         device = None
     model = AutoModelForCausalLM.from_pretrained(
-        base,
-        dtype=DTYPES[dtype],
-        trust_remote_code=trust_remote_code,
-        attn_implementation=attn_implementation,
-        use_safetensors=None if trust_remote_code else _prefers_safetensors(base),
-        **quantized,
-    )
+        base, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
+        use_safetensors=None if trust_remote_code else _prefers_safetensors(base), **quantized)
     if adapter:
         from peft import PeftModel
 
@@ -199,10 +182,7 @@ def _nf4_config(compute_dtype):
 def _prefers_safetensors(base: str) -> bool | None:
     """True for a local folder with safetensors weights (never unpickle a .bin beside them); hub ids are left to
     transformers, which already prefers safetensors."""
-    p = Path(base)
-    if p.is_dir():
-        return any(p.glob("*.safetensors")) or None
-    return None
+    return Path(base).is_dir() and any(Path(base).glob("*.safetensors")) or None
 
 
 def receives_weights_by_broadcast() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kotune.config import opt
+from kotune.common.options import opt
 
 # Attention projections per architecture, as the origin projects (KoAlpaca, chatKoAlpaca) and PEFT's own defaults use them.
 TARGET_MODULES: dict[str, list[str]] = {
@@ -21,22 +21,14 @@ TARGET_MODULES: dict[str, list[str]] = {
 
 def target_modules_for(model_type: str, requested: list[str] | None) -> list[str] | str:
     """Requested modules, else the table's entry, else PEFT's "all-linear" (every linear layer but the head)."""
-    if requested:
-        return requested
-    return TARGET_MODULES.get(model_type, "all-linear")
+    return requested or TARGET_MODULES.get(model_type, "all-linear")
 
 
 def apply_lora(model, *, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=target_modules_for(model.config.model_type, target_modules),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+                                            target_modules=target_modules_for(model.config.model_type, target_modules)))
 
 
 def merge_adapter(adapter_dir: str, out_dir: str, *, trust_remote_code: bool = False, base: str | None = None) -> Path:

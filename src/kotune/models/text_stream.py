@@ -12,11 +12,9 @@ class TextStream:
     """
 
     def __init__(self, tokenizer, stop: tuple[str, ...] = (), context: list[int] | None = None):
-        self.tokenizer = tokenizer
+        self.tokenizer, self.stop = tokenizer, stop
         self.ids = list(context or [])[-4:]  # a little prompt context so the first token decodes as in context
-        self.prefix = 0
-        self.read = len(self.ids)
-        self.stop = stop
+        self.prefix, self.read = 0, len(self.ids)
         self.text = ""  # all text decoded so far (may hold an unsent stop-string prefix)
         self.sent = 0  # characters of `text` already returned
         self.stopped = False

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from kotune.config import opt
+from kotune.common.options import opt
 from kotune.data.corpus import iter_documents
 from kotune.models.tokenizer import train_bpe_tokenizer
 from kotune.resources import resource_path
@@ -25,18 +25,10 @@ DEFAULT_CORPUS = [
 def tiny_config(arch: str, tokenizer, *, hidden: int = 64, layers: int = 2, heads: int = 4, max_positions: int = 2048):
     from transformers import GPTNeoXConfig, LlamaConfig
 
-    common = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=4 * hidden, max_position_embeddings=max_positions,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
     if arch == "gpt-neox":
         return GPTNeoXConfig(rotary_pct=0.5, use_parallel_residual=True, **common)
     if arch == "llama":

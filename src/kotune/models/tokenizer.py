@@ -36,18 +36,13 @@ def train_bpe_tokenizer(texts: Iterable[str], *, vocab_size: int, style: str = "
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=special_list,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_list, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
     if style == "llama":
         bos = specials["bos_token"]
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
-        )
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, tok.token_to_id(bos))])
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **specials)
@@ -59,24 +54,14 @@ def train_bpe_tokenizer(texts: Iterable[str], *, vocab_size: int, style: str = "
 def tokenizer_stats(tokenizer, texts: list[str]) -> dict:
     """Korean characters per token and the byte-fallback rate (tokens that decode to an incomplete character,
     shown as U+FFFD) over `texts`; works for any tokenizer, byte-level BPE or SentencePiece."""
-    tokens = hangul = fallback = chars = 0
+    tokens = fallback = 0
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
         tokens += len(ids)
-        for piece in tokenizer.batch_decode([[i] for i in ids]):
-            fallback += "\ufffd" in piece
-    for text in texts:
-        hangul += len(_HANGUL.findall(text))
-        chars += len(text)
-    return {
-        "documents": len(texts),
-        "tokens": tokens,
-        "characters": chars,
-        "korean_characters": hangul,
-        "korean_chars_per_token": hangul / max(tokens, 1),
-        "chars_per_token": chars / max(tokens, 1),
-        "byte_fallback_rate": fallback / max(tokens, 1),
-        "vocab_size": len(tokenizer),
-    }
+        fallback += sum("\ufffd" in piece for piece in tokenizer.batch_decode([[i] for i in ids]))
+    hangul, chars = sum(len(_HANGUL.findall(text)) for text in texts), sum(map(len, texts))
+    return {"documents": len(texts), "tokens": tokens, "characters": chars, "korean_characters": hangul,
+            "korean_chars_per_token": hangul / max(tokens, 1), "chars_per_token": chars / max(tokens, 1),
+            "byte_fallback_rate": fallback / max(tokens, 1), "vocab_size": len(tokenizer)}
 
 
 def split_held_out(documents: Iterable[str], every: int, held_out: list[str], limit: int) -> Iterator[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kotune.config import opt
+from kotune.common.options import opt
 from kotune.eval.config import GenerateSection, JudgeSection, KobestSection, LmEvalSection
 from kotune.pretrain.tokenizer_config import TokenizerSection
 

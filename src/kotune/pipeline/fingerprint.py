@@ -41,8 +41,7 @@ class FileHashes:
     """Content hashes of files, cached in `cache` (JSON) by their stat so unchanged files are not read again."""
 
     def __init__(self, cache: Path | None = None, log=None):
-        self.cache = cache
-        self.log = log
+        self.cache, self.log = cache, log
         self.entries: dict[str, list] = {}
         if cache is not None and cache.is_file():
             try:
@@ -93,16 +92,12 @@ def strings(value: Any):
     """Every string inside a (nested) config value."""
     if isinstance(value, str):
         yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from strings(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
+    elif isinstance(value, (dict, list, tuple)):
+        for v in value.values() if isinstance(value, dict) else value:
             yield from strings(v)
 
 
-def digest(fingerprint: dict) -> str:
-    return hashlib.blake2b(json.dumps(fingerprint, sort_keys=True).encode(), digest_size=12).hexdigest()
+_ABSENT = object()
 
 
 def _shown(value: Any) -> str:
@@ -116,27 +111,16 @@ def changes(old: dict, new: dict) -> list[str]:
         One phrase per change, configuration first, then files, then earlier stages; empty when they agree.
     """
     found = []
-    old_config, new_config = old.get("config", {}), new.get("config", {})
-    for key in [*old_config, *(k for k in new_config if k not in old_config)]:
-        if key not in new_config:
-            found.append(f"{key} {_shown(old_config[key])} -> (no longer set)")
-        elif key not in old_config:
-            found.append(f"{key} (not set) -> {_shown(new_config[key])}")
-        elif old_config[key] != new_config[key]:
-            found.append(f"{key} {_shown(old_config[key])} -> {_shown(new_config[key])}")
-    old_files, new_files = old.get("files", {}), new.get("files", {})
-    for path in [*old_files, *(p for p in new_files if p not in old_files)]:
-        if path not in new_files:
-            found.append(f"{path} no longer read")
-        elif path not in old_files:
-            found.append(f"{path} newly read")
-        elif old_files[path] != new_files[path]:
-            found.append(f"{path} changed")
-    old_up, new_up = old.get("upstream", {}), new.get("upstream", {})
-    for stage in [*old_up, *(s for s in new_up if s not in old_up)]:
-        if old_up.get(stage) != new_up.get(stage):
-            found.append(f"{stage} was redone since" if stage in old_up and stage in new_up
-                         else f"now starts from {stage}" if stage in new_up else f"no longer starts from {stage}")
+    for part, gone, added, changed in (
+            ("config", "{} {old} -> (no longer set)", "{} (not set) -> {new}", "{} {old} -> {new}"),
+            ("files", "{} no longer read", "{} newly read", "{} changed"),
+            ("upstream", "no longer starts from {}", "now starts from {}", "{} was redone since")):
+        before, after = old.get(part, {}), new.get(part, {})
+        absent = None if part == "upstream" else _ABSENT  # an upstream run id may be None: as good as absent
+        for key in [*before, *(k for k in after if k not in before)]:
+            if before.get(key, absent) != after.get(key, absent):
+                phrase = gone if key not in after else added if key not in before else changed
+                found.append(phrase.format(key, old=_shown(before.get(key)), new=_shown(after.get(key))))
     return found
 
 

@@ -18,6 +18,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from pkgutil import resolve_name
 
 from kotune.config import ConfigError, apply_overrides, from_dict, read_recipe, save_config, sets, to_dict
 from kotune.eval.config import GenerateConfig, JudgeConfig, KobestConfig, LmEvalConfig
@@ -32,6 +33,10 @@ STARTED = ".started.json"  # run_dir/.stages/<stage>.started.json: written when 
 HASHES = "hashes.json"  # run_dir/.stages/hashes.json: content hashes of input files, by their stat
 MODEL_STAGES = ("pretrain", "sft", "ppo", "dpo")  # the stages whose output is a model the next stage starts from
 NOT_RUN = "not run yet"
+# The evaluation stages' runs; those that take `log` show their tables in the pipeline's log
+EVAL_RUNS = {"eval_kobest": "kotune.eval.commands.kobest", "eval_lm_eval": "kotune.eval.commands.lm_eval",
+             "eval_generate": "kotune.eval.generate_eval.run", "eval_judge": "kotune.eval.judge.run"}
+LOGGED_EVALS = ("eval_kobest", "eval_lm_eval")
 
 
 class StageFailed(RuntimeError):
@@ -48,13 +53,6 @@ class Step:
     upstream: list[str]  # the earlier stages whose output it reads
     record: dict | None  # its completion record from an earlier run
     cause: bool = False  # redone for a reason of its own, not only because an earlier stage is redone
-
-
-def _import(dotted: str):
-    import importlib
-
-    module, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _dotted(mapping: dict, prefix: str = "") -> list[str]:
@@ -77,9 +75,8 @@ def _stage_config(name: str, spec, wiring: dict):
     where = f"stage {name}: {spec.recipe or 'no recipe'}"
     overrides = _dotted(spec.set)
     try:
-        data = read_recipe(spec.recipe) if spec.recipe else {}
-        data = apply_overrides(data or {}, overrides)
-        return from_dict(_import(RECIPE_STAGES[name][1]), apply_overrides(data, _dotted(wiring)))
+        data = apply_overrides(read_recipe(spec.recipe) if spec.recipe else {}, overrides)
+        return from_dict(resolve_name(RECIPE_STAGES[name][1]), apply_overrides(data, _dotted(wiring)))
     except ConfigError as e:
         given = [o.partition("=")[0] for o in overrides if e.key and sets(o.partition("=")[0], e.key)]
         raise ConfigError(f"{f'stage {name}: pipeline {name}.set.{given[-1]}' if given else where}: {e}") from None
@@ -102,9 +99,7 @@ def _within(folder: Path, path: Path) -> bool:
 
 class Pipeline:
     def __init__(self, cfg: PipelineConfig, force: list[str] | None = None, log=print):
-        self.cfg = cfg
-        self.run_dir = Path(cfg.run_dir)
-        self.log = log
+        self.cfg, self.run_dir, self.log = cfg, Path(cfg.run_dir), log
         unknown = [s for s in force or [] if s not in cfg.stages()]
         if unknown:
             raise ValueError(f"--force: unknown stage {unknown[0]!r}; stages: {', '.join(cfg.stages())}")
@@ -129,12 +124,8 @@ class Pipeline:
     def _wiring(self, stage: str) -> dict:
         out = str(self.out(stage))
         if stage == "pretrain":
-            wiring = {"output_dir": out}
-            if self.cfg.tokenizer:
-                wiring["tokenizer"] = str(self.out("tokenizer"))
-            if self.cfg.base_model:
-                wiring["model"] = self.cfg.base_model
-            return wiring
+            return {"output_dir": out, **({"tokenizer": str(self.out("tokenizer"))} if self.cfg.tokenizer else {}),
+                    **({"model": self.cfg.base_model} if self.cfg.base_model else {})}
         if stage == "selfinstruct":
             return {"output": str(self.out("selfinstruct") / "generated.jsonl")}
         if stage == "sft":
@@ -295,9 +286,8 @@ class Pipeline:
                 continue
             self.log(f"[{i}/{len(steps)}] {stage}" + ("" if step.why == NOT_RUN else f": redoing ({step.why})"))
             self._run_stage(stage, record, [s.stage for s in steps[: i - 1]])
-        final = self.models[-1][1]
         (self.run_dir / "pipeline.json").write_text(json.dumps(
-            {"final_model": final, "models": self.models, "stages": [s.stage for s in steps],
+            {"final_model": self.models[-1][1], "models": self.models, "stages": [s.stage for s in steps],
              "seconds": {s: r.seconds for s, r in self.runs.items()},
              "reused": [s for s, r in self.runs.items() if r.reused]}, indent=1))
         report = write_pipeline_report(self.run_dir, self.cfg, self.models, self.runs)
@@ -323,7 +313,7 @@ class Pipeline:
                                                           ensure_ascii=False, indent=1))
         clock = time.time()
         try:
-            getattr(self, stage)(cfg)
+            self._body(stage, cfg)
         except Exception as e:
             kept = ", ".join(str(self.out(s)) for s in earlier) or "nothing"
             raise StageFailed(f"stage {stage} failed: {e}\nearlier stages' outputs are kept: {kept}; fix the "
@@ -337,7 +327,19 @@ class Pipeline:
 
     # --- stage bodies: each gets what `resolve` returned -----------------------------------------------------
 
-    def check(self, cfg: dict) -> None:
+    def _body(self, stage: str, cfg) -> None:
+        if stage in RECIPE_STAGES:
+            self._train(stage, cfg)
+        elif stage == "tokenizer":
+            resolve_name("kotune.pretrain.tokenizer.run")(cfg, log=self.log)
+        elif stage == "check":
+            self._check(cfg)
+        elif stage in LOGGED_EVALS:
+            resolve_name(EVAL_RUNS[stage])(cfg, log=self.log)
+        else:
+            resolve_name(EVAL_RUNS[stage])(cfg)
+
+    def _check(self, cfg: dict) -> None:
         from kotune.data.check import run as check
 
         lines: list[str] = []
@@ -347,11 +349,6 @@ class Pipeline:
         for line in lines[:12]:
             self.log(f"  {line}")
 
-    def tokenizer(self, cfg: TokenizerConfig) -> None:
-        from kotune.pretrain.tokenizer import run as train
-
-        train(cfg, log=self.log)
-
     def _train(self, stage: str, cfg) -> None:
         # A stage runs only when it has no completion marker: whatever is in its folder is a failed try (kept only
         # for a resume), so a fresh start may clear it.
@@ -360,7 +357,7 @@ class Pipeline:
         if self._launches(stage, cfg):
             self._launch(stage, cfg)
         else:
-            _import(RECIPE_STAGES[stage][2])(cfg, log=self.log)
+            resolve_name(RECIPE_STAGES[stage][2])(cfg, log=self.log)
 
     def _launches(self, stage: str, cfg) -> bool:
         if self.cfg.nproc is None and self.cfg.accelerate_config is None or stage not in LAUNCHABLE_STAGES:
@@ -382,50 +379,6 @@ class Pipeline:
         if code:
             raise RuntimeError(f"its launched processes exited with code {code} (their output is above); "
                                f"recipe: {recipe}")
-
-    def pretrain(self, cfg) -> None:
-        self._train("pretrain", cfg)
-
-    def selfinstruct(self, cfg) -> None:
-        self._train("selfinstruct", cfg)
-
-    def sft(self, cfg) -> None:
-        self._train("sft", cfg)
-
-    def reward(self, cfg) -> None:
-        self._train("reward", cfg)
-
-    def ppo(self, cfg) -> None:
-        self._train("ppo", cfg)
-
-    def dpo(self, cfg) -> None:
-        self._train("dpo", cfg)
-
-    def eval_kobest(self, cfg: KobestConfig) -> None:
-        from kotune.eval.commands import finish
-        from kotune.eval.kobest import run as kobest
-        from kotune.eval.report import kobest_console_table
-        from kotune.eval.runs import KOBEST_JSON
-
-        finish(cfg, kobest(cfg), kobest_console_table, KOBEST_JSON, log=self.log)
-
-    def eval_lm_eval(self, cfg: LmEvalConfig) -> None:
-        from kotune.eval.commands import finish
-        from kotune.eval.lm_tasks import run as lm_tasks
-        from kotune.eval.report import lm_eval_console_table
-        from kotune.eval.runs import LM_EVAL_JSON
-
-        finish(cfg, lm_tasks(cfg), lm_eval_console_table, LM_EVAL_JSON, log=self.log)
-
-    def eval_generate(self, cfg: GenerateConfig) -> None:
-        from kotune.eval.generate_eval import run as generate
-
-        generate(cfg)
-
-    def eval_judge(self, cfg: JudgeConfig) -> None:
-        from kotune.eval.judge import run as judge
-
-        judge(cfg)
 
 
 def _as_dict(cfg) -> dict:

@@ -12,7 +12,7 @@ layers with sdpa (flash kernels: output + log-sum-exp, no seq x seq matrix), see
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from kotune.plan.shapes import ModelShape
 
@@ -126,47 +126,35 @@ def estimate(job: Job, engine: str = "single", gpus: int = 1) -> Estimate | None
     n = 1 if engine == "single" else gpus
     if job.method == "qlora" and engine not in ("single", "ddp") or job.single_device and engine != "single":
         return None
-    bf16 = job.precision == "bf16"
-    m = job.model
-    t = trainable(job)
-    sharded = engine in ("fsdp2", "zero3")
+    bf16, m, t, sharded = job.precision == "bf16", job.model, trainable(job), engine in ("fsdp2", "zero3")
     c: dict[str, float] = {}
     layer_gather = 2 * m.layer * (2 if bf16 else 4)  # current + prefetched layer, gathered
     if job.method == "full":
         if engine in ("single", "ddp"):
-            c["weights"] = 4 * t
-            c["gradients"] = 4 * t
-            c["optimizer"] = 8 * t
+            c.update({"weights": 4 * t, "gradients": 4 * t, "optimizer": 8 * t})
             if bf16:
                 c["autocast copies"] = 2 * (m.layer_linear * m.layers + (m.head if job.lm_head else 0))
             if engine == "ddp":
                 c["DDP buckets"] = 4 * t
         elif engine == "zero2":
-            c["weights"] = (2 if bf16 else 4) * t
-            c["gradients"] = 4 * t / n
-            c["optimizer"] = (12 if bf16 else 8) * t / n
+            c.update({"weights": (2 if bf16 else 4) * t, "gradients": 4 * t / n,
+                      "optimizer": (12 if bf16 else 8) * t / n})
         elif engine == "zero3":
-            c["weights"] = (2 if bf16 else 4) * t / n + layer_gather
-            c["gradients"] = 4 * t / n
-            c["optimizer"] = (12 if bf16 else 8) * t / n
+            c.update({"weights": (2 if bf16 else 4) * t / n + layer_gather, "gradients": 4 * t / n,
+                      "optimizer": (12 if bf16 else 8) * t / n})
         else:  # fsdp2: fp32 shards, bf16 gathered layers (mixed-precision policy)
-            c["weights"] = 4 * t / n + layer_gather
-            c["gradients"] = 4 * t / n
-            c["optimizer"] = 8 * t / n
+            c.update({"weights": 4 * t / n + layer_gather, "gradients": 4 * t / n, "optimizer": 8 * t / n})
     else:
         base = _frozen_bytes(job, m.params, job.method == "qlora")
-        c["frozen base"] = base / n + layer_gather if sharded else base
-        c["weights"] = 4 * t
-        c["gradients"] = 4 * t
-        c["optimizer"] = 8 * t
+        c.update({"frozen base": base / n + layer_gather if sharded else base, "weights": 4 * t, "gradients": 4 * t,
+                  "optimizer": 8 * t})
     if job.extra_trained:  # fp32 weights, gradients, AdamW moments (+ its autocast copies): one device (PPO)
         c["critic"] = (16 + (2 if bf16 else 0)) * job.extra_trained
     frozen = sum(_frozen_bytes(job, p, q) for p, q in job.frozen)
     if frozen:
         c["frozen models"] = frozen / (n if sharded else 1)
     act = activations(job)
-    c["activations"] = act["saved"]
-    c["loss transient"] = act["head_transient"]
+    c.update({"activations": act["saved"], "loss transient": act["head_transient"]})
     if job.kv_cache_tokens:
         c["KV cache (rollouts)"] = job.kv_cache_tokens * m.layers * 2 * m.kv_dim * (2 if bf16 else 4)
     static = sum(v for k, v in c.items() if k not in ("gradients", "activations", "loss transient",
@@ -195,7 +183,3 @@ def host_load(job: Job, engine: str, gpus: int) -> dict[str, float]:
     low = whole / n if engine in ("fsdp2", "zero3") else whole
     return {"every process": whole, "node, every process loads": whole * n,
             "other processes, first loads": low, "node, first loads": whole + low * (n - 1)}
-
-
-def with_changes(job: Job, **changes) -> Job:
-    return replace(job, **changes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from pkgutil import resolve_name
 
 from kotune.plan.memory import Job
 from kotune.plan.shapes import ModelShape, model_shape
@@ -57,9 +58,8 @@ def _pretrain_shape(cfg) -> ModelShape:
 
 def _lora(cfg) -> dict:
     lora = getattr(cfg, "lora", None)
-    if lora is None:
-        return {}
-    return {"lora_r": lora.r, "lora_dropout": lora.dropout, "lora_targets": tuple(lora.target_modules or ())}
+    return {} if lora is None else {"lora_r": lora.r, "lora_dropout": lora.dropout,
+                                    "lora_targets": tuple(lora.target_modules or ())}
 
 
 def stage_jobs(stage: str, cfg, title: str) -> list[PlannedStage]:
@@ -68,21 +68,14 @@ def stage_jobs(stage: str, cfg, title: str) -> list[PlannedStage]:
         shape, t = _pretrain_shape(cfg), cfg.train
         return [PlannedStage(title, Job(shape, "full", t.micro_batch_size, cfg.data.block_size,
                                         _precision(t.precision), t.gradient_checkpointing))]
-    shape = model_shape(cfg.model)
-    t = cfg.train
-    if stage == "sft":
-        return [PlannedStage(title, Job(shape, cfg.method, t.micro_batch_size, cfg.data.max_length,
-                                        _precision(t.precision), t.gradient_checkpointing, **_lora(cfg)))]
-    if stage == "reward":  # chosen and rejected of each pair go through the model together
-        return [PlannedStage(title, Job(shape, cfg.method, 2 * t.micro_batch_size, cfg.data.max_length,
-                                        _precision(t.precision), t.gradient_checkpointing, lm_head=False,
-                                        **_lora(cfg)), "pairs: chosen + rejected per micro-batch")]
-    if stage == "dpo":
-        reference = cfg.method == "full" and cfg.algo in ("dpo", "kto")
-        frozen = ((shape.params, False),) if reference else ()
-        note = "frozen reference in the compute dtype" if reference else "no separate reference model"
-        return [PlannedStage(title, Job(shape, cfg.method, 2 * t.micro_batch_size, cfg.data.max_length,
-                                        _precision(t.precision), t.gradient_checkpointing, frozen=frozen,
+    shape, t = model_shape(cfg.model), cfg.train
+    if stage in ("sft", "reward", "dpo"):  # reward and DPO put the chosen and rejected of each pair through together
+        reference = stage == "dpo" and cfg.method == "full" and cfg.algo in ("dpo", "kto")
+        note = {"sft": "", "reward": "pairs: chosen + rejected per micro-batch",
+                "dpo": "frozen reference in the compute dtype" if reference else "no separate reference model"}[stage]
+        return [PlannedStage(title, Job(shape, cfg.method, (1 if stage == "sft" else 2) * t.micro_batch_size,
+                                        cfg.data.max_length, _precision(t.precision), t.gradient_checkpointing,
+                                        lm_head=stage != "reward", frozen=((shape.params, False),) if reference else (),
                                         **_lora(cfg)), note)]
     # ppo: actor trained; critic = the reward model's backbone + scalar head, trained; reference and reward frozen.
     critic = shape.params - shape.head + shape.hidden
@@ -101,10 +94,7 @@ def plan_recipe(path: str, overrides: list[str] | None = None) -> list[PlannedSt
     from kotune.stages import RECIPE_STAGES
 
     def load(stage: str, recipe: str, extra: list[str]):
-        module, _, name = RECIPE_STAGES[stage][1].rpartition(".")
-        import importlib
-
-        return load_config(getattr(importlib.import_module(module), name), recipe, extra)
+        return load_config(resolve_name(RECIPE_STAGES[stage][1]), recipe, extra)
 
     stage = recipe_stage(path)
     if stage != "pipeline":

@@ -4,8 +4,9 @@ that make it fit; `--json` for machines, `markdown_table` for README's table of 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
-from kotune.plan.memory import ENGINES, GIB, Estimate, Job, estimate, with_changes
+from kotune.plan.memory import ENGINES, GIB, Estimate, Job, estimate
 from kotune.plan.recipe import PlannedStage, plan_recipe
 
 # What a GPU gives a training process: the CUDA context and the caching allocator's fragmentation take the rest.
@@ -36,20 +37,20 @@ def suggestions(job: Job, gpus: int, gpu_memory: float, limit: int = 4) -> list[
     """Changes that make the job fit, each computed (not guessed), least intrusive first."""
     candidates: list[tuple[str, Job, int]] = []
     if not job.checkpointing:
-        candidates.append(("train.gradient_checkpointing=true", with_changes(job, checkpointing=True), gpus))
-    ckpt = with_changes(job, checkpointing=True)
+        candidates.append(("train.gradient_checkpointing=true", replace(job, checkpointing=True), gpus))
+    ckpt = replace(job, checkpointing=True)
     micro = job.micro_batch
     while micro > 1:
         micro //= 2
         candidates.append((f"train.micro_batch_size={micro} train.gradient_checkpointing=true (accumulation keeps "
-                           "the global batch)", with_changes(ckpt, micro_batch=micro), gpus))
+                           "the global batch)", replace(ckpt, micro_batch=micro), gpus))
     gc = "" if job.checkpointing else " train.gradient_checkpointing=true"
     if job.method == "full":
-        candidates.append(("method=lora", with_changes(job, method="lora"), gpus))
+        candidates.append(("method=lora", replace(job, method="lora"), gpus))
         if gc:
-            candidates.append(("method=lora" + gc, with_changes(ckpt, method="lora"), gpus))
+            candidates.append(("method=lora" + gc, replace(ckpt, method="lora"), gpus))
     if job.method != "qlora":
-        candidates.append(("method=qlora" + gc, with_changes(ckpt, method="qlora"), gpus))
+        candidates.append(("method=qlora" + gc, replace(ckpt, method="qlora"), gpus))
     for more in (2, 4, 8):
         if more > gpus:
             candidates.append((f"{more} GPUs (--nproc {more})", ckpt, more))
@@ -69,7 +70,7 @@ def plan_stage(stage: PlannedStage, gpus: int, gpu_memory: float) -> dict:
     per_engine = {}
     for engine in ENGINES:
         est = estimate(job, engine, gpus)
-        other = estimate(with_changes(job, checkpointing=not job.checkpointing), engine, gpus)
+        other = estimate(replace(job, checkpointing=not job.checkpointing), engine, gpus)
         per_engine[engine] = None if est is None else {
             "components_gib": {k: v / GIB for k, v in est.components.items()}, "peak_gib": est.peak / GIB,
             ("peak_without_checkpointing_gib" if job.checkpointing else "peak_with_checkpointing_gib"): other.peak / GIB,
@@ -77,14 +78,13 @@ def plan_stage(stage: PlannedStage, gpus: int, gpu_memory: float) -> dict:
     methods = {}
     for method in ("full", "lora", "qlora"):
         if method != job.method and not (job.single_device and method == "qlora"):
-            peaks = {e: estimate(with_changes(job, method=method), e, gpus) for e in ENGINES}
+            peaks = {e: estimate(replace(job, method=method), e, gpus) for e in ENGINES}
             methods[method] = {e: None if est is None else est.peak / GIB for e, est in peaks.items()}
     fits = [e for e, _ in fitting(job, gpus, gpu_memory)]
-    return {"title": stage.title, "note": stage.note, "model": job.model.name,
-            "parameters": job.model.params, "setting": _describe(job), "checkpointing": job.checkpointing, "gpus": gpus, "gpu_memory_gib": gpu_memory,
+    return {"title": stage.title, "note": stage.note, "model": job.model.name, "parameters": job.model.params,
+            "setting": _describe(job), "checkpointing": job.checkpointing, "gpus": gpus, "gpu_memory_gib": gpu_memory,
             "usable_gib": usable_bytes(gpu_memory) / GIB, "engines": per_engine, "peak_gib_with_method": methods,
-            "fits_with": fits,
-            "suggestions": [] if fits else suggestions(job, gpus, gpu_memory)}
+            "fits_with": fits, "suggestions": [] if fits else suggestions(job, gpus, gpu_memory)}
 
 
 def render(plan: dict) -> str:
@@ -113,10 +113,9 @@ def render(plan: dict) -> str:
     lines.append(row(label, [plan["engines"][e].get(other) for e in engines]))
     for method, peaks in plan["peak_gib_with_method"].items():
         lines.append(row(f"peak with method={method}", [peaks[e] for e in engines]))
-    lines.append(row("host RAM/process at load", [plan["engines"][e]["host_load_gib"]["every process"]
-                                                  for e in engines]))
-    lines.append(row("host RAM/process at load, first only", [plan["engines"][e]["host_load_gib"]
-                                                               ["other processes, first loads"] for e in engines]))
+    for name, key in (("host RAM/process at load", "every process"),
+                      ("host RAM/process at load, first only", "other processes, first loads")):
+        lines.append(row(name, [plan["engines"][e]["host_load_gib"][key] for e in engines]))
     where = f"{n} x {plan['gpu_memory_gib']:g} GiB" if n > 1 else f"one {plan['gpu_memory_gib']:g} GiB GPU"
     if plan["fits_with"]:
         lines.append(f"  fits on {where} (usable {plan['usable_gib']:.1f} GiB each) with: {', '.join(plan['fits_with'])}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from kotune.config import opt
+from kotune.common.options import opt
 from kotune.data.formats import FORMATS
 from kotune.data.templates import TEMPLATE_NAMES
 from kotune.training.config import OptimConfig, TunedStageConfig, check_data_section

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from kotune.config import opt
+from kotune.common.options import opt
 from kotune.training.config import StageConfig, TrainConfig
 
 

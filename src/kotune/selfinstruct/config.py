@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from kotune.config import opt
+from kotune.common.options import opt
 
 # Instructions mentioning these ask for something a text model cannot give (pictures, sound, files, maps) or
 # cannot see. Korean terms match inside an eojeol (사진을, 가족사진), English ones as whole words (+plural).

@@ -21,7 +21,6 @@ from kotune.common.terms import TermMatcher
 from kotune.selfinstruct.config import FilterConfig
 from kotune.selfinstruct.prompt import Task
 
-REASONS = ("too_short", "too_long", "blacklist", "punctuation", "not_korean", "empty_output")
 _OPENERS = set("\"'“‘「『《〈【([{<")
 _NO_OUTPUT = {"", "<nooutput>", "<no output>", "<출력 없음>"}
 

@@ -29,12 +29,6 @@ def _last_line_start(path: Path) -> int:
     return 0
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        size = f.seek(0, 2)
-        return size == 0 or (f.seek(size - 1) >= 0 and f.read(1) == b"\n")
-
-
 def read_accepted(path: str | Path, log=print) -> list[dict]:
     """The records of an earlier run of the same output (none if there is no file).
 
@@ -57,20 +51,19 @@ def read_accepted(path: str | Path, log=print) -> list[dict]:
         missing = [k for k in ("instruction", "input", "output") if not isinstance(value, dict) or not isinstance(value.get(k), str)]
         if missing:
             problems.append(Problem.at(rec.source, missing[0], "missing or not a string", "missing_field"))
-            continue
-        records.append(value)
+        else:
+            records.append(value)
     # A last line that cannot be read and has no newline after it: the write was cut, so the record was never
     # accepted. Anything else wrong means the file is not ours to repair.
-    ends_with_newline = _ends_with_newline(path)
+    good = _last_line_start(path)  # where the last complete line ends
+    ends_with_newline = good == path.stat().st_size
     last = max((x.line for x in [*raw.records, *raw.problems]), default=0)
-    torn = [p for p in raw.problems if p.line == last and p.kind in ("json", "encoding", "too_large")]
-    if raw.layout != "jsonl" or ends_with_newline:
-        torn = []
+    torn = [p for p in raw.problems if p.line == last and p.kind in ("json", "encoding", "too_large")
+            and raw.layout == "jsonl" and not ends_with_newline]
     problems = [p for p in problems if p not in torn]
     if problems:
         raise DataError(problems, f"{path} is not a selfinstruct output; choose another `output` or fix the file.")
     if torn:
-        good = _last_line_start(path)
         log(f"{path}:{last}: dropping a cut-off last line ({path.stat().st_size - good} bytes) left by an "
             "interrupted run")
         with open(path, "r+b") as f:

@@ -90,8 +90,6 @@ def parse_reply(text: str, *, continues: int | None = None, truncated: bool = Fa
         if record["bad"] or not record.get("instruction") or "output" not in record:
             result.malformed += 1
             continue
-        task_input = record.get("input", "")
-        if task_input.lower() in _NO_INPUT:
-            task_input = ""
+        task_input = "" if record.get("input", "").lower() in _NO_INPUT else record.get("input", "")
         result.tasks.append(Task(re.sub(r"\s+", " ", record["instruction"]).strip(), task_input, record["output"]))
     return result

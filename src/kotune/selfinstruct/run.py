@@ -14,6 +14,7 @@ import json
 import random
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,13 +84,9 @@ class Generation:
         parsed = parse_reply(reply.text, continues=first, truncated=reply.finish_reason == "length")
         s.generated += len(parsed.tasks) + parsed.malformed + parsed.truncated
         s.rejected.update({"malformed": parsed.malformed, "truncated": parsed.truncated})
-        passing = []
-        for task in parsed.tasks:
-            reason = self.filter.reason(task)
-            if reason:
-                s.rejected[reason] += 1
-            else:
-                passing.append(task)
+        reasons = [self.filter.reason(task) for task in parsed.tasks]
+        s.rejected.update(reason for reason in reasons if reason)
+        passing = [task for task, reason in zip(parsed.tasks, reasons) if not reason]
         decisions = self.index.offer([t.instruction for t in passing])
         s.rejected["duplicate"] += sum(d is not None for d in decisions)
         accepted = [t for t, d in zip(passing, decisions) if d is None][: s.target - s.total]
@@ -164,12 +161,9 @@ def run(cfg: SelfInstructConfig, log=print) -> Summary:
         log(f"resuming {cfg.output}: {len(existing):,} records already there; dedup pool {len(seeds):,} seeds + them")
     start = time.perf_counter()
     if summary.total < summary.target:
-        writer = AppendLog(cfg.output)
-        with tqdm(total=cfg.num_instructions, initial=summary.total, desc="selfinstruct", unit="instr") as bar:
-            try:
-                asyncio.run(_generate(Generation(cfg, seeds, index, writer, summary, bar)))
-            finally:
-                writer.close()
+        with (closing(AppendLog(cfg.output)) as writer,
+              tqdm(total=cfg.num_instructions, initial=summary.total, desc="selfinstruct", unit="instr") as bar):
+            asyncio.run(_generate(Generation(cfg, seeds, index, writer, summary, bar)))
     summary.seconds = time.perf_counter() - start
     _sidecar(cfg.output, ".summary.json").write_text(
         json.dumps({**asdict(summary), "rejected": dict(summary.rejected)}, ensure_ascii=False, indent=1) + "\n",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from kotune.config import opt
+from kotune.common.options import opt
 
 
 def _at_least_one(cfg, *names: str) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from kotune.config import opt, to_dict
+from kotune.common.options import opt
+from kotune.config import to_dict
 
 # name in report_to -> the Python package it needs
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}

@@ -14,9 +14,10 @@ JUDGE = {"judge_url": "http://127.0.0.1:9/v1", "judge_model": "judge", "judge_ke
 
 
 class JudgingPipeline(FakePipeline):
-    def eval_judge(self, cfg) -> None:
-        self._fake("eval_judge", cfg)
-        (self.out("eval_judge") / "judge.md").write_text("# Pairwise judging\n\n| model | opponent |\n\n![win rates](judge.png)\n")
+    def _body(self, stage: str, cfg) -> None:
+        super()._body(stage, cfg)
+        if stage == "eval_judge":
+            (self.out("eval_judge") / "judge.md").write_text("# Pairwise judging\n\n| model | opponent |\n\n![win rates](judge.png)\n")
 
 
 def test_the_final_model_meets_every_stage_model_and_the_endpoints(project):

@@ -22,17 +22,13 @@ class FakePipeline(Pipeline):
         self.calls: list[str] = []
         self.fail = fail
 
-    def _fake(self, stage: str, cfg) -> None:
+    def _body(self, stage: str, cfg) -> None:
         self.calls.append(stage)
         self.out(stage).mkdir(parents=True, exist_ok=True)
         (self.out(stage) / f"{stage}.txt").write_text("partial" if stage == self.fail else "done")
         if stage == self.fail:
             raise RuntimeError("killed")
 
-    check = lambda self, cfg: self._fake("check", cfg)  # noqa: E731
-    sft = lambda self, cfg: self._fake("sft", cfg)  # noqa: E731
-    dpo = lambda self, cfg: self._fake("dpo", cfg)  # noqa: E731
-    eval_generate = lambda self, cfg: self._fake("eval_generate", cfg)  # noqa: E731
 
 
 @pytest.fixture
