@@ -1,0 +1,139 @@
+"""The datatrove blocks kotune adds: a plain-text reader, a reader that keeps a task's file with its task,
+character shingles for MinHash, and the writer of kotune's token files."""
+
+# No `from __future__ import annotations`: datatrove picks the exact-dedup hash from document_text's return
+# annotation, which must be the type str, not the string "str".
+import hashlib
+import json
+
+import numpy as np
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolderLike, get_datafolder
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.readers.base import BaseDiskReader
+from datatrove.utils.batching import batched
+from datatrove.utils.word_tokenizers import WordTokenizer
+
+TOKEN_DTYPE = np.uint32  # kotune.data.token_blocks.DTYPE: what `kotune pretrain` memory-maps
+
+
+class TxtReader(BaseDiskReader):
+    """Plain text: one document per non-blank line, or per blank-line-separated paragraph (`unit`).
+    A document's id is `FILE/INDEX`, its place in the file, so ids are the same however files are sharded."""
+
+    name = "📄 Txt"
+
+    def __init__(self, data_folder: DataFolderLike, unit: str = "line", compression: str | None = "infer", **kw):
+        super().__init__(data_folder, **kw)
+        self.unit = unit
+        self.compression = compression
+
+    def _units(self, f):
+        paragraph: list[str] = []
+        for line in f:
+            line = line.rstrip("\r\n")
+            if self.unit == "line":
+                if line.strip():
+                    yield line
+            elif line.strip():
+                paragraph.append(line)
+            elif paragraph:
+                yield "\n".join(paragraph)
+                paragraph = []
+        if paragraph:
+            yield "\n".join(paragraph)
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        with self.data_folder.open(filepath, "r", compression=self.compression, encoding="utf-8") as f:
+            for index, text in enumerate(self._units(f)):
+                with self.track_time():
+                    document = self.get_document_from_dict({"text": text, "id": f"{filepath}/{index}"}, filepath, index)
+                if document:
+                    yield document
+
+
+class TaskFileReader(JsonlReader):
+    """Reads `{rank:05d}.jsonl.gz`, the file task `rank` wrote in the stage before.
+
+    datatrove's readers deal files out by position (files[rank::tasks]); a task whose documents were all
+    filtered writes no file, which would shift every later file to the wrong task and so misalign the dedup
+    stages, whose duplicate lists are by (task, document index)."""
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        name = f"{rank:05d}.jsonl.gz"
+        if self.data_folder.exists(name):
+            yield from self.read_files_shard([name])
+
+
+class CharacterShingles(WordTokenizer):
+    """MinHash "words" for Korean: the characters of the text with whitespace removed.
+
+    Korean near-copies differ by spacing (띄어쓰기 varies between writers), by particles glued to nouns (은/는,
+    이/가, 을/를) and by endings glued to verbs: with eojeol as words each such change alters a whole shingle,
+    with characters it alters only the n-grams across that syllable. Removing spaces makes a spacing change
+    invisible."""
+
+    def __init__(self):
+        super().__init__("ko")
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return [c for c in text if not c.isspace()]
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [text]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return [(0, len(text))]
+
+
+def document_text(doc: Document) -> str:
+    """What exact dedup compares: the text, ends trimmed."""
+    return doc.text.strip()
+
+
+def held_out(doc_id: str, eval_fraction: float) -> bool:
+    """A fixed pseudo-random choice by document id: the same split with any number of tasks or workers."""
+    return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "little") / 2**64 < eval_fraction
+
+
+class TokenFileWriter(PipelineStep):
+    """Tokenize documents into kotune's token files, one set per task: `{rank}.train.bin`, `{rank}.eval.bin`
+    (uint32 ids, each document followed by EOS) and `{rank}.documents.jsonl` (id, split, token count).
+
+    datatrove's DocumentTokenizer writes one stream per task without the held-out split `kotune pretrain`
+    scores perplexity on, and switches to uint16 for small vocabularies; these files are what pretrain
+    memory-maps, so it starts on them without tokenizing again."""
+
+    type = "🔢 - TOKENIZER"
+    name = "✍️ kotune token files"
+
+    def __init__(self, output_folder: DataFolderLike, tokenizer_file: str, eos_token_id: int, eval_fraction: float,
+                 batch_size: int = 1000):
+        super().__init__()
+        self.output_folder = get_datafolder(output_folder)
+        self.tokenizer_file = tokenizer_file
+        self.eos = eos_token_id
+        self.eval_fraction = eval_fraction
+        self.batch_size = batch_size
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> None:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(self.tokenizer_file)
+        names = {split: f"{rank:05d}.{split}.bin" for split in ("train", "eval")}
+        files = {split: self.output_folder.open(name, "wb") for split, name in names.items()}
+        index = self.output_folder.open(f"{rank:05d}.documents.jsonl", "wt")
+        try:
+            for batch in batched(data, self.batch_size):
+                with self.track_time(unit="batch"):
+                    encodings = tokenizer.encode_batch([doc.text for doc in batch], add_special_tokens=False)
+                for doc, enc in zip(batch, encodings):
+                    split = "eval" if held_out(doc.id, self.eval_fraction) else "train"
+                    files[split].write(np.asarray([*enc.ids, self.eos], dtype=TOKEN_DTYPE).tobytes())
+                    index.write(json.dumps({"id": doc.id, "split": split, "tokens": len(enc.ids) + 1}) + "\n")
+                    self.stat_update("documents")
+                    self.stat_update(f"{split}_tokens", value=len(enc.ids) + 1)
+        finally:
+            for f in (*files.values(), index):
+                f.close()
