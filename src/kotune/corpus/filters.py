@@ -88,7 +88,7 @@ class KoreanFilter(BaseFilter):
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         c, text = self.cfg, doc.text
-        share = hangul_share(text)
+        share = hangul_share(_URL.sub(" ", text))  # URLs are judged by their own ratio
         if c.min_hangul_share is not None and (share is None or share < c.min_hangul_share):
             return False, "hangul_share"
         chars, eojeol = _non_space(text), len(text.split())
@@ -125,6 +125,9 @@ class KoreanRepetitionFilter(GopherRepetitionFilter):
         self.top_repeated = tuple((int(n), f) for n, f in cfg.top_n_grams)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        gopher = super().filter(doc)  # duplicate lines and paragraphs first: the more specific reason
+        if gopher is not True:
+            return gopher
         words = doc.text.split()
         for n, frac in self.top_repeated:
             counts = Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
@@ -132,7 +135,7 @@ class KoreanRepetitionFilter(GopherRepetitionFilter):
                 gram, count = counts.most_common(1)[0]
                 if count >= self.min_repeats and len(gram) * count / len(doc.text) > frac:
                     return False, f"top_{n}_gram"
-        return super().filter(doc)
+        return True
 
 
 def korean_filters(cfg: KoreanFilterConfig) -> list[BaseFilter]:

@@ -63,6 +63,20 @@ def _reader(cfg: CorpusRecipe):
     return JsonlReader(i.path, text_key=i.text_field, **common)
 
 
+def task_count(cfg: CorpusRecipe) -> int:
+    """executor.tasks, else one task per input file: what a task keeps of a duplicate group depends on how the
+    input is sharded, so the shards never follow the number of workers (1 or 2 workers: the same output)."""
+    if cfg.executor.tasks:
+        return cfg.executor.tasks
+    from datatrove.io import get_datafolder
+
+    files = get_datafolder(cfg.input.path).list_files(recursive=True, glob_pattern=cfg.input.glob)
+    if not files:
+        raise FileNotFoundError(f"input.path: no files in {cfg.input.path}" + (f" matching {cfg.input.glob}"
+                                                                               if cfg.input.glob else ""))
+    return len(files)
+
+
 def tokenizer_files(folder: str) -> tuple[str, int, str]:
     """(tokenizer.json path, EOS id, vocabulary fingerprint) of a saved fast tokenizer."""
     from transformers import AutoTokenizer
@@ -90,7 +104,7 @@ def build_stages(cfg: CorpusRecipe, out: Path, eos_and_file: tuple[str, int] | N
     from kotune.corpus.pii import KoreanPiiMasker
     from kotune.corpus.steps import CharacterShingles, TaskFileReader, TokenFileWriter, document_text
 
-    work, d, tasks = out / WORK, cfg.dedup, cfg.executor.tasks or cfg.executor.workers
+    work, d, tasks = out / WORK, cfg.dedup, task_count(cfg)
     # sha1, not datatrove's default xxhash: xxhash 4 (installed for other libraries) refuses str input, and
     # datatrove pins xxhash<4 only in its heavy `processing` extra.
     hashing = HashConfig(precision=64, hash_fc="sha1")
@@ -171,7 +185,7 @@ def run(cfg: CorpusRecipe, log=print) -> Path:
         log(f"submitted; stages not finished yet: {', '.join(unfinished)}. Run the same command again when they "
             f"are done to merge the token files and write {STATS_JSON}.")
         return out
-    tasks = cfg.executor.tasks or cfg.executor.workers
+    tasks = task_count(cfg)
     tokens = None
     if tokenizer:
         tokens = merge_tokens(out / WORK / "tokens", out / TOKENS, tasks,
