@@ -5,8 +5,6 @@ import gzip
 import json
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -35,18 +33,21 @@ def _sentences(text):
     return re.split(r"(?<=[.?!])\s+", text.strip())
 
 
-def _shipped_documents():
-    """KoAlpaca answers (the shared copy if present, else the shipped sample) that pass every Korean filter."""
+def _shipped_documents(long=12, short=151):
+    """KoAlpaca answers (the shared copy if present, else the shipped sample) that pass every Korean filter:
+    `long` of 7+ sentences, then `short` others."""
     records = json.loads((KOALPACA if KOALPACA.is_file() else SAMPLE).read_text(encoding="utf-8"))
     from datatrove.data import Document
 
-    filters, seen, docs = korean_filters(KoreanFilterConfig()), set(), []
+    filters, seen, docs = korean_filters(KoreanFilterConfig()), set(), {True: [], False: []}
     for r in records:
         text = r["output"].strip()
-        if text not in seen and all(f.filter(Document(text=text, id="")) is True for f in filters):
+        kind = len(_sentences(text)) >= 7
+        if len(docs[kind]) < (long if kind else short) and text not in seen \
+                and all(f.filter(Document(text=text, id="")) is True for f in filters):
             seen.add(text)
-            docs.append(text)
-    return docs
+            docs[kind].append(text)
+    return docs[True], docs[False]
 
 
 def _swap_particles(text):
@@ -63,9 +64,7 @@ def _respace(text):
 @pytest.fixture(scope="module")
 def corpus_input(tmp_path_factory):
     """Two jsonl files: originals in one, their copies in the other (dedup must work across tasks)."""
-    docs = _shipped_documents()
-    long = [d for d in docs if len(_sentences(d)) >= 7][:12]
-    rest = [d for d in docs if d not in long][:151]
+    long, rest = _shipped_documents()
     pii = rest.pop()  # a document of its own: with the PII sentence it must stay distinct from the others
     near = {}
     for i, d in enumerate(long):
@@ -192,17 +191,29 @@ def test_resume_after_a_lost_task(two_workers, corpus_input, tiny_neox, tmp_path
     assert stats["steps"] == two_workers[1]["steps"]
 
 
-@pytest.mark.slow
-def test_pretrain_starts_on_the_token_files(one_worker, tiny_neox, tmp_path):
-    out, _, _ = one_worker
+def test_pretrain_starts_on_the_token_files(one_worker, tiny_neox, tmp_path, monkeypatch):
+    """`kotune pretrain` with data.tokens trains on the files as they are: nothing is tokenized again."""
+    import kotune.pretrain.train as pretrain
+    from kotune.config import load_config
+    from kotune.pretrain.config import PretrainConfig
+
+    out = one_worker[0]
     meta = json.loads((out / "tokens" / "tokens.json").read_text())
-    run_dir = tmp_path / "pt"
-    result = subprocess.run(
-        [sys.executable, "-m", "kotune.cli", "pretrain", "recipes/pretrain/tiny_ko.yaml", f"tokenizer={tiny_neox}",
-         f"output_dir={run_dir}", "data.files=[]", f"data.tokens={out / 'tokens'}", "data.block_size=64",
-         "data.eval_max_blocks=4", "init.hidden_size=32", "train.max_steps=2", "train.global_batch_size=4",
-         "train.micro_batch_size=4", "train.save_every=0"], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{meta['train_documents']:,} documents / {meta['train_tokens']:,} tokens for training" in result.stdout
-    assert "tokenizing" not in result.stdout and not (run_dir / "tokens" / "train.bin").exists()
-    assert json.loads((run_dir / "eval.json").read_text())["eval_tokens"] == meta["eval_tokens"]
+    monkeypatch.setattr(pretrain, "prepare_tokens", lambda *a, **k: pytest.fail("pretrain tokenized the corpus again"))
+    cfg = load_config(PretrainConfig, str(REPO / "recipes/pretrain/tiny_ko.yaml"), [
+        f"tokenizer={tiny_neox}", f"output_dir={tmp_path / 'pt'}", "data.files=[]", f"data.tokens={out / 'tokens'}",
+        "data.block_size=64", "data.eval_max_blocks=4", "init.hidden_size=32", "train.max_steps=2",
+        "train.global_batch_size=4", "train.micro_batch_size=4", "train.report_to=[]"])
+    lines = []
+    pretrain.run(cfg, log=lines.append)
+    printed = "\n".join(lines)
+    assert f"{meta['train_documents']:,} documents / {meta['train_tokens']:,} tokens for training" in printed
+    assert json.loads((tmp_path / "pt" / "eval.json").read_text())["eval_tokens"] == meta["eval_tokens"]
+
+
+def test_pretrain_refuses_token_files_of_another_tokenizer(one_worker, tiny_llama, tmp_path):
+    from kotune.pretrain.train import corpus_tokens
+    from transformers import AutoTokenizer
+
+    with pytest.raises(ValueError, match="another vocabulary"):
+        corpus_tokens(one_worker[0] / "tokens", AutoTokenizer.from_pretrained(tiny_llama))

@@ -96,22 +96,16 @@ def build_stages(cfg: CorpusRecipe, out: Path, eos_and_file: tuple[str, int] | N
                                           MinhashDedupSignature)
     from datatrove.pipeline.dedup.exact_dedup import (ExactDedupConfig, ExactDedupFilter, ExactDedupSignature,
                                                       ExactFindDedups)
-    from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.pipeline.writers import JsonlWriter
-    from datatrove.utils.hashing import HashConfig
 
     from kotune.corpus.filters import korean_filters
     from kotune.corpus.pii import KoreanPiiMasker
-    from kotune.corpus.steps import CharacterShingles, TaskFileReader, TokenFileWriter, document_text
+    from kotune.corpus.steps import (CharacterShingles, TaskFileReader, TokenFileWriter, document_text, hash_config,
+                                     minhash_config)
 
     work, d, tasks = out / WORK, cfg.dedup, task_count(cfg)
-    # sha1, not datatrove's default xxhash: xxhash 4 (installed for other libraries) refuses str input, and
-    # datatrove pins xxhash<4 only in its heavy `processing` extra.
-    hashing = HashConfig(precision=64, hash_fc="sha1")
-    exact = ExactDedupConfig(content_getter=document_text, hash_config=hashing)
-    # datatrove's text normalisation (lower case, no punctuation, digits -> 0) then character shingles.
-    minhash = MinhashConfig(n_grams=d.char_ngrams, num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket,
-                            seed=d.seed, hash_config=hashing)
+    exact = ExactDedupConfig(content_getter=document_text, hash_config=hash_config())
+    minhash = minhash_config(d)
     plan = [("filter", [_reader(cfg), *korean_filters(cfg.filters), JsonlWriter(str(work / "filtered")),
                         *([ExactDedupSignature(str(work / "exact/sigs"), config=exact)] if d.exact else [])], tasks)]
     if d.exact:

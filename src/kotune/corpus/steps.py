@@ -87,6 +87,23 @@ class CharacterShingles(WordTokenizer):
         return [(0, len(text))]
 
 
+def hash_config():
+    """sha1, not datatrove's default xxhash: xxhash 4 (installed for other libraries) refuses str input, and
+    datatrove pins xxhash<4 only in its heavy `processing` extra."""
+    from datatrove.utils.hashing import HashConfig
+
+    return HashConfig(precision=64, hash_fc="sha1")
+
+
+def minhash_config(d):
+    """datatrove's MinHash settings from the recipe's `dedup` section (text normalised by datatrove first:
+    lower case, no punctuation, digits -> 0; then CharacterShingles)."""
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+
+    return MinhashConfig(n_grams=d.char_ngrams, num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket,
+                         seed=d.seed, hash_config=hash_config())
+
+
 def document_text(doc: Document) -> str:
     """What exact dedup compares: the text, ends trimmed."""
     return doc.text.strip()
