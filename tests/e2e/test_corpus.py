@@ -35,14 +35,14 @@ def _sentences(text):
 
 def _shipped_documents(long=12, short=151):
     """KoAlpaca answers (the shared copy if present, else the shipped sample) that pass every Korean filter:
-    `long` of 7+ sentences, then `short` others."""
+    `long` of 7+ sentences and 200+ characters, then `short` others."""
     records = json.loads((KOALPACA if KOALPACA.is_file() else SAMPLE).read_text(encoding="utf-8"))
     from datatrove.data import Document
 
     filters, seen, docs = korean_filters(KoreanFilterConfig()), set(), {True: [], False: []}
     for r in records:
         text = r["output"].strip()
-        kind = len(_sentences(text)) >= 7
+        kind = len(_sentences(text)) >= 7 and len(text) >= 200  # one rewritten sentence is a small part
         if len(docs[kind]) < (long if kind else short) and text not in seen \
                 and all(f.filter(Document(text=text, id="")) is True for f in filters):
             seen.add(text)

@@ -17,6 +17,7 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 from kotune.corpus.config import KoreanFilterConfig
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+_LETTER = re.compile(r"[^\W\d_]")  # word characters less digits and underscore: letters of any script
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 # Punctuation that ordinary Korean prose uses; any other non-letter, non-digit character counts as a symbol.
 _ORDINARY = set(".,?!'\"()[]{}<>~-:;%/·…‘’“”「」『』《》〈〉、。")
@@ -48,8 +49,8 @@ class EojeolTokenizer(WordTokenizer):
 
 def hangul_share(text: str) -> float | None:
     """Share of Hangul among letters (None when the text has no letters)."""
-    letters = [c for c in text if c.isalpha()]
-    return sum(1 for c in letters if _HANGUL.match(c)) / len(letters) if letters else None
+    letters = len(_LETTER.findall(text))
+    return len(_HANGUL.findall(text)) / letters if letters else None
 
 
 def symbol_ratio(text: str) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -92,16 +93,15 @@ def tokenizer_files(folder: str) -> tuple[str, int, str]:
 
 def build_stages(cfg: CorpusRecipe, out: Path, eos_and_file: tuple[str, int] | None) -> list[tuple[str, object]]:
     """The (name, executor) list of this recipe, in run order."""
-    from datatrove.pipeline.dedup import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
-                                          MinhashDedupSignature)
+    from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter
     from datatrove.pipeline.dedup.exact_dedup import (ExactDedupConfig, ExactDedupFilter, ExactDedupSignature,
                                                       ExactFindDedups)
     from datatrove.pipeline.writers import JsonlWriter
 
     from kotune.corpus.filters import korean_filters
     from kotune.corpus.pii import KoreanPiiMasker
-    from kotune.corpus.steps import (CharacterShingles, TaskFileReader, TokenFileWriter, document_text, hash_config,
-                                     minhash_config)
+    from kotune.corpus.steps import (CharacterMinhashSignature, CharacterShingles, TaskFileReader, TokenFileWriter,
+                                     document_text, hash_config, minhash_config)
 
     work, d, tasks = out / WORK, cfg.dedup, task_count(cfg)
     exact = ExactDedupConfig(content_getter=document_text, hash_config=hash_config())
@@ -113,8 +113,9 @@ def build_stages(cfg: CorpusRecipe, out: Path, eos_and_file: tuple[str, int] | N
     plan.append(("minhash_sigs", [TaskFileReader(str(work / "filtered")),
                                   *([ExactDedupFilter(str(work / "exact/dups"), config=exact)] if d.exact else []),
                                   JsonlWriter(str(work / "unique")),
-                                  *([MinhashDedupSignature(str(work / "minhash/sigs"), config=minhash,
-                                                           language=CharacterShingles())] if d.minhash else [])], tasks))
+                                  *([CharacterMinhashSignature(str(work / "minhash/sigs"), config=minhash,
+                                                               language=CharacterShingles())] if d.minhash else [])],
+                  tasks))
     if d.minhash:
         plan.append(("minhash_buckets", [MinhashDedupBuckets(str(work / "minhash/sigs"), str(work / "minhash/buckets"), config=
                                                              minhash)], d.num_buckets))
@@ -170,10 +171,13 @@ def run(cfg: CorpusRecipe, log=print) -> Path:
     save_config(cfg, out / "config.yaml")
     tokenizer = tokenizer_files(cfg.tokenizer) if cfg.tokenizer else None
     stages = build_stages(cfg, out, tokenizer[:2] if tokenizer else None)
+    seconds = {}
     for name, executor in stages:
         log(f"stage {name}: {executor.world_size} task(s)")
+        start = time.perf_counter()
         if cfg.executor.kind != "slurm" or name == stages[-1][0]:  # a Slurm chain is submitted from its last job
             executor.run()
+        seconds[name] = round(time.perf_counter() - start, 3)
     unfinished = [name for name, executor in stages if executor.get_incomplete_ranks(skip_completed=True)]
     if unfinished:
         log(f"submitted; stages not finished yet: {', '.join(unfinished)}. Run the same command again when they "
@@ -186,6 +190,7 @@ def run(cfg: CorpusRecipe, log=print) -> Path:
                               {"tokenizer": cfg.tokenizer, "vocab": tokenizer[2], "eos_token_id": tokenizer[1],
                                "eval_fraction": cfg.eval_fraction, "source": "kotune corpus"})
     stats = collect_stats(out / WORK / "logs", [name for name, _ in stages], tokens)
+    stats["stage_seconds"] = seconds  # of this invocation: a stage skipped as finished takes ~0 s
     stats["recipe"] = asdict(cfg)
     (out / STATS_JSON).write_text(json.dumps(stats, ensure_ascii=False, indent=1))
     print_stats(stats, log)

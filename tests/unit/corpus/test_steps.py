@@ -4,11 +4,10 @@ training sampling from `kotune corpus` output."""
 import gzip
 import json
 
-from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
-
 from kotune.corpus.config import DedupConfig
-from kotune.corpus.steps import CharacterShingles, TxtReader, held_out, minhash_config
+from kotune.corpus.steps import CharacterMinhashSignature, CharacterShingles, TxtReader, held_out, minhash_config
 from kotune.pretrain.tokenizer import refined_documents, sample_documents
+from kotune_test_paths import SAMPLES
 
 
 def test_txt_reader_lines_and_paragraphs(tmp_path):
@@ -20,12 +19,26 @@ def test_txt_reader_lines_and_paragraphs(tmp_path):
     assert [d.text for d in paragraphs] == ["첫 줄", "둘째 줄\n셋째 줄", "넷째"]
 
 
+def _signer():
+    return CharacterMinhashSignature(output_folder="/tmp/unused", config=minhash_config(DedupConfig()),
+                                     language=CharacterShingles())
+
+
 def test_spacing_does_not_change_the_minhash_signature():
-    step = MinhashDedupSignature(output_folder="/tmp/unused", config=minhash_config(DedupConfig()),
-                                 language=CharacterShingles())
-    a = step.get_shingles("오늘은 날씨가 정말 좋아서 산책을 나갔습니다.")
-    b = step.get_shingles("오늘은날씨가  정말좋아서 산책을 나갔 습니다.")
+    a = _signer().get_shingles("오늘은 날씨가 정말 좋아서 산책을 나갔습니다.")
+    b = _signer().get_shingles("오늘은날씨가  정말좋아서 산책을 나갔 습니다.")
     assert a.size and sorted(a.ravel().tolist()) == sorted(b.ravel().tolist())
+
+
+def test_numpy_shingles_are_the_character_ngrams():
+    """One hash per distinct 3-syllable n-gram of the shipped text (no collisions), as datatrove's own
+    per-string hashing of CharacterShingles would give."""
+    from datatrove.utils.text import simplify_text
+
+    text = (SAMPLES / "chatbotdata_ko.txt").read_text(encoding="utf-8")[:20_000]
+    chars = "".join(simplify_text(text, minhash_config(DedupConfig()).norm_config).split())
+    assert len(_signer().get_shingles(text)) == len({chars[i : i + 3] for i in range(len(chars) - 2)})
+    assert _signer().get_shingles("네 글").size == 0
 
 
 def test_held_out_is_a_fixed_fraction_by_id():
