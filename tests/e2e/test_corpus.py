@@ -16,7 +16,6 @@ from kotune.corpus.config import KoreanFilterConfig
 from kotune.corpus.run import run
 from kotune_test_paths import REPO
 
-KOALPACA = REPO.parent.parent / "shared" / "data" / "koalpaca" / "ko_alpaca_data.first11421.json"
 SAMPLE = REPO / "data" / "samples" / "koalpaca_v1.0.sample.json"
 PII_SENTENCE = " 문의는 홍길동(900101-1234567)에게 010-1234-5678 또는 hong@example.co.kr 로 연락하세요."
 BAD = {  # crafted documents, each failing one Korean filter
@@ -33,10 +32,10 @@ def _sentences(text):
     return re.split(r"(?<=[.?!])\s+", text.strip())
 
 
-def _shipped_documents(long=12, short=151):
-    """KoAlpaca answers (the shared copy if present, else the shipped sample) that pass every Korean filter:
+def _shipped_documents(long=10, short=151):
+    """KoAlpaca answers shipped in data/samples that pass every Korean filter:
     `long` of 7+ sentences and 200+ characters, then `short` others."""
-    records = json.loads((KOALPACA if KOALPACA.is_file() else SAMPLE).read_text(encoding="utf-8"))
+    records = json.loads(SAMPLE.read_text(encoding="utf-8"))
     from datatrove.data import Document
 
     filters, seen, docs = korean_filters(KoreanFilterConfig()), set(), {True: [], False: []}
