@@ -16,6 +16,9 @@ RECIPE_STAGES: dict[str, tuple[str, str, str]] = {
             "kotune.preference.config.PPOConfig", "kotune.preference.ppo.run"),
     "pipeline": ("the whole pipeline in one run folder: [tokenizer -> pretrain] -> SFT -> [reward -> PPO | DPO] -> "
                  "evaluation -> report", "kotune.pipeline.config.PipelineConfig", "kotune.pipeline.run.run"),
+    "corpus": ("refine a Korean pre-training corpus on datatrove: Korean filters, exact and MinHash dedup, PII "
+               "masking, token files for pretrain; local, Slurm or Ray workers", "kotune.corpus.config.CorpusRecipe",
+               "kotune.corpus.run.run"),
     "selfinstruct": ("generate Korean instruction data from an OpenAI-compatible teacher (self-instruct); resumable",
                      "kotune.selfinstruct.config.SelfInstructConfig", "kotune.selfinstruct.run.run"),
 }

@@ -18,6 +18,7 @@ STAGE_CASES = {
     "ppo": ("recipes/preference/tiny_ppo.yaml", "output_dir", lambda c: c.output_dir),
     "pipeline": ("recipes/quickstart.yaml", "run_dir", lambda c: c.run_dir),
     "selfinstruct": ("recipes/selfinstruct/local_serve.yaml", "output", lambda c: c.output),
+    "corpus": ("recipes/corpus/samples_ko.yaml", "output_dir", lambda c: c.output_dir),
 }
 # A flag each command takes, put between two overrides (algo=ppo refuses a launch, so the PPO case asks for GRPO).
 FLAGS = {"pipeline": ["--force", "sft"], **{name: ["--nproc", "1"] for name in LAUNCHABLE_STAGES},

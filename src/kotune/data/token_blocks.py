@@ -107,3 +107,10 @@ class TokenBlocks:
             position_ids[row, :n] = torch.from_numpy(pos)
             position_ids[row, n:] = torch.arange(pos[-1] + 1, pos[-1] + 1 + width - n)
         return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    """Identifies a tokenizer's vocabulary: token files made with one are read only with the same one."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()

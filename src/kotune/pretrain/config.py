@@ -26,6 +26,9 @@ class ModelInitConfig:
 @dataclass
 class CorpusConfig:
     files: list[str] = opt([], "raw-text corpora: .txt, .jsonl with a text field, or any data format kotune reads")
+    tokens: str | None = opt(None, "token files written by `kotune corpus` (its tokens/ folder), read as they are: "
+                                   "no tokenizing, and its own held-out split (eval_fraction of the corpus recipe); "
+                                   "instead of `files`")
     text_field: str = opt("text", "JSONL field holding the text")
     unit: Literal["line", "paragraph"] = opt("line", "plain text: one document per line, or per blank-line paragraph")
     block_size: int = opt(2048, "tokens per training block; documents are joined with EOS and packed")
@@ -51,7 +54,9 @@ class PretrainConfig(StageConfig):
                                          warmup_ratio=0.01, weight_decay=0.1), "optimisation")
 
     def __post_init__(self) -> None:
-        if not self.data.files:
-            raise ValueError("data.files: at least one corpus file is needed")
+        if not self.data.files and not self.data.tokens:
+            raise ValueError("data.files: at least one corpus file is needed (or data.tokens from `kotune corpus`)")
+        if self.data.files and self.data.tokens:
+            raise ValueError("data.tokens: set either data.files (tokenized here) or data.tokens, not both")
         if self.model is None and self.tokenizer is None:
             raise ValueError("tokenizer: a model built from `init` needs a tokenizer (train one with `kotune tokenizer train`)")

@@ -13,7 +13,7 @@ from kotune.common.losses import causal_lm_loss_sum
 from kotune.common.outputs import EVAL_JSON
 from kotune.config import to_dict
 from kotune.data.corpus import iter_documents
-from kotune.data.token_blocks import TokenBlocks, write_token_files
+from kotune.data.token_blocks import TokenBlocks, vocab_fingerprint, write_token_files
 from kotune.models.load import load_model
 from kotune.pretrain.config import ModelInitConfig, PretrainConfig
 from kotune.training.attention import check_trainable as check_attention
@@ -41,9 +41,23 @@ def build_config(init: ModelInitConfig, tokenizer):
 def _corpus_key(cfg: PretrainConfig, tokenizer) -> str:
     """Identifies the token files: same corpus files (path, size, mtime), tokenizer and split -> reuse them."""
     files = [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in cfg.data.files]
-    vocab = hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()
+    vocab = vocab_fingerprint(tokenizer)
     key = json.dumps([files, vocab, cfg.data.eval_fraction, cfg.data.text_field, cfg.data.unit])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def corpus_tokens(folder: Path, tokenizer) -> Path:
+    """A token folder from `kotune corpus`, checked to be made with this tokenizer (the ids must mean the same)."""
+    meta_path = folder / "tokens.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"data.tokens: {meta_path} not found; point it at the tokens/ folder `kotune corpus` "
+                                "wrote (a recipe with `tokenizer` set)")
+    made_with = json.loads(meta_path.read_text()).get("vocab")
+    if made_with != vocab_fingerprint(tokenizer):
+        raise ValueError(f"data.tokens: {folder} was tokenized with another vocabulary "
+                         f"({json.loads(meta_path.read_text()).get('tokenizer')}) than this run's tokenizer; "
+                         "set `tokenizer` to that one, or run `kotune corpus` with this tokenizer")
+    return folder
 
 
 def prepare_tokens(cfg: PretrainConfig, tokenizer, log=print) -> dict:
@@ -85,18 +99,22 @@ def run(cfg: PretrainConfig, log=print) -> Path:
     # tokens/ is a cache keyed by corpus and tokenizer: kept by --overwrite
     ctx = start_stage(cfg, "pretrain", log, accelerate=True, keep=("tokens",))
     out, accelerator, tokenizer, say = ctx.out, ctx.accelerator, ctx.tokenizer, ctx.log
-    if ctx.is_main:
-        prepare_tokens(cfg, tokenizer, say)
+    if cfg.data.tokens:  # tokenized by `kotune corpus`: read as is
+        tokens = corpus_tokens(Path(cfg.data.tokens), tokenizer)
+    else:
+        tokens = out / "tokens"
+        if ctx.is_main:
+            prepare_tokens(cfg, tokenizer, say)
     accelerator.wait_for_everyone()
     accelerator.init_trackers(PROJECT, config=flat_config(cfg))  # train.report_to; the first process logs
-    meta = json.loads((out / "tokens" / "tokens.json").read_text())
+    meta = json.loads((tokens / "tokens.json").read_text())
     say(f"corpus: {meta['train_documents']:,} documents / {meta['train_tokens']:,} tokens for training, "
         f"{meta['eval_documents']:,} / {meta['eval_tokens']:,} held out")
     if meta["train_tokens"] == 0 or meta["eval_tokens"] == 0:
         raise ValueError("data: the corpus is too small to hold out documents; add text or raise data.eval_fraction")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train_blocks = TokenBlocks(out / "tokens" / "train.bin", cfg.data.block_size, tokenizer.eos_token_id, pad)
-    eval_blocks = TokenBlocks(out / "tokens" / "eval.bin", cfg.data.block_size, tokenizer.eos_token_id, pad)
+    train_blocks = TokenBlocks(tokens / "train.bin", cfg.data.block_size, tokenizer.eos_token_id, pad)
+    eval_blocks = TokenBlocks(tokens / "eval.bin", cfg.data.block_size, tokenizer.eos_token_id, pad)
 
     # Blocks are always packed (position_ids restart after every EOS): the kernel that skips the blocks between
     # documents where the device has one (flash-attention, flex_attention on CUDA), else sdpa's dense packed mask.

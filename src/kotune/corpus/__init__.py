@@ -1,0 +1,1 @@
+"""`kotune corpus`: refine, deduplicate and tokenize Korean pre-training corpora on Hugging Face's datatrove."""
