@@ -51,9 +51,9 @@ def _executor(cfg: CorpusRecipe, name: str, pipeline: list, tasks: int, out: Pat
 
 
 def _reader(cfg: CorpusRecipe):
-    from datatrove.pipeline.readers import JsonlReader, ParquetReader
+    from datatrove.pipeline.readers import ParquetReader
 
-    from kotune.corpus.steps import TxtReader
+    from kotune.corpus.steps import CheckedJsonlReader, TxtReader
 
     i = cfg.input
     common = dict(glob_pattern=i.glob, limit=i.limit)
@@ -61,7 +61,7 @@ def _reader(cfg: CorpusRecipe):
         return TxtReader(i.path, unit=i.unit, **common)
     if i.format == "parquet":
         return ParquetReader(i.path, text_key=i.text_field, **common)
-    return JsonlReader(i.path, text_key=i.text_field, **common)
+    return CheckedJsonlReader(i.path, text_key=i.text_field, **common)
 
 
 def task_count(cfg: CorpusRecipe) -> int:

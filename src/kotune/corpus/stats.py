@@ -50,6 +50,7 @@ def collect_stats(logs: Path, stages: list[str], tokens: dict | None) -> dict:
     written = _step(by_stage["documents"], "writer") or {}
     return {
         "documents_read": int(read.get("documents", 0)),
+        "lines_skipped": {k: int(read[k]) for k in ("unreadable_json", "no_text") if read.get(k)},
         "steps": [row for row in rows if row],
         "pii_masked": {k.removeprefix("masked_"): int(v) for k, v in pii.items() if k.startswith("masked_")},
         "documents_with_pii": int(pii.get("documents_masked", 0)),
@@ -60,7 +61,9 @@ def collect_stats(logs: Path, stages: list[str], tokens: dict | None) -> dict:
 
 def print_stats(stats: dict, log=print) -> None:
     log(f"{'step':<30} {'in':>12} {'out':>12} {'removed':>10}  reasons")
-    log(f"{'read':<30} {'':>12} {stats['documents_read']:>12,}")
+    skipped = stats.get("lines_skipped") or {}
+    reasons = ", ".join(f"{k} {v:,} (FILE:LINE in work/logs/filter/logs)" for k, v in skipped.items())
+    log(f"{'read':<30} {'':>12} {stats['documents_read']:>12,} {sum(skipped.values()):>10,}  {reasons}".rstrip())
     for row in stats["steps"]:
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(row["reasons"].items(), key=lambda kv: -kv[1]))
         log(f"{row['step']:<30} {row['in']:>12,} {row['out']:>12,} {row['removed']:>10,}  {reasons}")

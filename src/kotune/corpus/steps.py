@@ -14,6 +14,7 @@ from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.utils.batching import batched
+from datatrove.utils.logging import logger
 from datatrove.utils.text import simplify_text
 from datatrove.utils.word_tokenizers import WordTokenizer
 
@@ -54,6 +55,38 @@ class TxtReader(BaseDiskReader):
                     document = self.get_document_from_dict({"text": text, "id": f"{filepath}/{index}"}, filepath, index)
                 if document:
                     yield document
+
+
+class CheckedJsonlReader(JsonlReader):
+    """datatrove's JSON Lines reader skips a line it cannot parse, or a record without text, with one log warning.
+    A corpus must not lose documents unnoticed: each such line is counted under its reason (the stats table shows
+    the counts) and logged as FILE:LINE: reason in its task's log (work/logs/filter/logs)."""
+
+    SKIPPED = ("unreadable_json", "no_text")
+
+    def _skip(self, filepath: str, line: int, reason: str, why: str) -> None:
+        self.stat_update(reason)
+        logger.warning(f"{filepath}:{line}: {why}; line skipped")
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        import orjson
+
+        with self.data_folder.open(filepath, "r", compression=self.compression) as f:
+            for index, line in enumerate(f):
+                if not line.strip():
+                    continue
+                with self.track_time():
+                    try:
+                        data = orjson.loads(line)
+                    except orjson.JSONDecodeError as e:
+                        self._skip(filepath, index + 1, "unreadable_json", f"not JSON ({e})")
+                        continue
+                    text = data.get(self.text_key) if isinstance(data, dict) else None
+                    if not isinstance(text, str) or not text.strip():
+                        self._skip(filepath, index + 1, "no_text", f"{self.text_key}: missing, empty or not a string")
+                        continue
+                    document = self.get_document_from_dict(data, filepath, index)
+                yield document
 
 
 class TaskFileReader(JsonlReader):

@@ -63,3 +63,21 @@ def test_tokenizer_training_samples_refined_documents(tmp_path):
     assert len(sample) == 10 == len(set(sample)) and sample == sample_documents(iter(everything), 10, seed=3)
     assert sample == sorted(sample, key=everything.index)  # corpus order
     assert sample_documents(iter(everything), 1000, seed=3) == everything
+
+
+def test_jsonl_lines_that_hold_no_document_are_counted_not_lost(tmp_path):
+    from kotune.corpus.steps import CheckedJsonlReader
+    from kotune.corpus.stats import print_stats
+
+    lines = ['{"text": "안녕하세요, 반갑습니다."}', '{"text": "둘째 문서', '{"body": "텍스트 필드가 없음"}', "",
+             '{"text": ""}', '["not", "an", "object"]', '{"text": "마지막 문서입니다."}']
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    reader = CheckedJsonlReader(str(tmp_path))
+    docs = list(reader.run())
+    assert [d.text for d in docs] == ["안녕하세요, 반갑습니다.", "마지막 문서입니다."]
+    counts = {k: reader.stats[k].total for k in CheckedJsonlReader.SKIPPED}
+    assert counts == {"unreadable_json": 1, "no_text": 3}  # the blank line is no record; every other line is accounted for
+    shown: list[str] = []
+    print_stats({"documents_read": 2, "lines_skipped": counts, "steps": [], "pii_masked": {}, "documents_with_pii": 0,
+                 "documents_written": 2, "tokens": None}, log=shown.append)
+    assert "unreadable_json 1" in shown[1] and "no_text 3" in shown[1]
