@@ -65,7 +65,8 @@ def test_pipeline_launches_its_training_stages_on_n_processes(tiny_neox, tmp_pat
     recipe.write_text(
         f"run_dir: {tmp_path / 'run'}\nbase_model: {tiny_neox}\nnproc: 2\n"
         "sft:\n  recipe: recipes/sft/quickstart_tiny.yaml\n"
-        "  set: {train.max_steps: 2, train.global_batch_size: 8, train.micro_batch_size: 2, data.max_length: 256}\n",
+        "  set: {train.max_steps: 2, train.global_batch_size: 8, train.micro_batch_size: 2, data.max_length: 256,\n"
+        "        data.eval_fraction: 0.02}\n",
         encoding="utf-8")
     result = subprocess.run([sys.executable, "-m", "kotune.cli", "pipeline", str(recipe)], cwd=REPO,
                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
