@@ -88,7 +88,7 @@ def prepare_examples(cfg: SFTConfig, tokenizer, log=print):
                  "skipped_without_trained_tokens": held_empty}
     if held:
         log(f"held out: {len(held):,} example(s), {held_info['trained_tokens']:,} trained tokens ("
-            + (f"data.eval_files" if cfg.data.eval_files else
+            + ("data.eval_files" if cfg.data.eval_files else
                f"eval_fraction {cfg.data.eval_fraction} of the prompts, seed {cfg.train.seed}")
             + (f"; {len(held_empty):,} without a trained token within max_length skipped" if held_empty else "") + ")")
     else:
