@@ -103,13 +103,14 @@ def load_job(workdir: Path) -> Job:
 
 
 def kotune_config(job: Job, output_dir: Path, batching: str = "auto"):
-    from kotune.sft.config import DataConfig, SFTConfig, TrainConfig
+    from kotune.sft.config import DataConfig, SFTConfig, SFTTrainConfig
 
     return SFTConfig(
         model=job.model,
         output_dir=str(output_dir),
-        data=DataConfig(files=[job.data], template="koalpaca", max_length=job.max_length),
-        train=TrainConfig(
+        # Nothing held out: both sides train on every example, and no held-out scoring sits inside kotune's steps.
+        data=DataConfig(files=[job.data], template="koalpaca", max_length=job.max_length, eval_fraction=0.0),
+        train=SFTTrainConfig(
             epochs=1.0, max_steps=job.steps, learning_rate=job.learning_rate, lr_scheduler=job.lr_scheduler,
             warmup_ratio=0.0, weight_decay=0.0, global_batch_size=job.global_batch, micro_batch_size=job.micro_batch,
             max_grad_norm=job.max_grad_norm, seed=job.seed, precision="fp32", batching=batching,
@@ -126,7 +127,7 @@ def tokenizer_and_examples(job: Job):
     tokenizer = load_tokenizer(job.model)
     install_template(tokenizer, "koalpaca")
     cfg = kotune_config(job, Path(tempfile.gettempdir()) / "unused")  # only its data section is read
-    examples, _ = prepare_examples(cfg, tokenizer, log=lambda *_: None)
+    examples, _held_out, _ = prepare_examples(cfg, tokenizer, log=lambda *_: None)
     return tokenizer, examples
 
 

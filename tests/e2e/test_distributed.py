@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 SFT_ARGS = ["recipes/sft/quickstart_tiny.yaml", f"data.files=[{SAMPLES / 'koalpaca_v1.0.sample.json'}]",
             "data.max_length=256", "train.max_steps=4", "train.global_batch_size=8", "train.micro_batch_size=2",
-            "train.learning_rate=1e-3", "train.warmup_ratio=0.25"]
+            "train.learning_rate=1e-3", "train.warmup_ratio=0.25", "data.eval_fraction=0.02"]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 KOTUNE = [sys.executable, "-m", "kotune.cli"]
 
@@ -45,6 +45,8 @@ def metrics(folder):
 
 def sft_tolerances(row, previous):
     """How far the two runs' SFT metrics may differ at one step (see `summation_tolerance`)."""
+    if "eval_loss" in row:  # held-out rows: each process scored a share, gathered; the same examples and tokens
+        return {"eval_loss": summation_tolerance(row["eval_loss"], row["eval_tokens"]), "eval_tokens": 0}
     tokens = row["trained_tokens"]  # the loss is the mean cross-entropy over these, every term positive
     # The gradient is a sum of `tokens` per-token gradients of both signs; the magnitudes they add up to are about
     # sqrt(tokens) times the norm of their sum when the per-token gradients are weakly correlated.

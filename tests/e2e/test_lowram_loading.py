@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 LR, STEPS = 1e-4, 2
 SFT_ARGS = ["recipes/sft/quickstart_tiny.yaml", f"data.files=[{SAMPLES / 'koalpaca_v1.0.sample.json'}]",
             "data.max_length=256", f"train.max_steps={STEPS}", "train.global_batch_size=4", "train.micro_batch_size=2",
-            f"train.learning_rate={LR}", "train.warmup_ratio=0"]
+            f"train.learning_rate={LR}", "train.warmup_ratio=0", "data.eval_fraction=0.01"]
 FSDP2 = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/fsdp2.yaml",
          "--num_processes", "2", "-m", "kotune.cli"]
 PEAK = re.compile(r"process (\d) of 2 \(FSDP\), peak host RAM after loading ([\d,]+) MiB")
@@ -66,10 +66,13 @@ def test_fsdp2_second_process_never_holds_the_full_model(model_300m, tmp_path):
 
     rows_one = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
     rows_two = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
-    # Step 1's loss is computed from the loaded weights alone: equal up to the order of the float sums over its
-    # trained tokens, so a missing or wrongly broadcast tensor (or rotary buffer) shows here.
-    first = rows_one[0]
-    assert abs(rows_two[0]["loss"] - first["loss"]) <= summation_tolerance(first["loss"], first["trained_tokens"])
+    # Step 1's loss and the held-out loss at step 0 are computed from the loaded weights alone: equal up to the
+    # order of the float sums over their tokens, so a missing or wrongly broadcast tensor (or rotary buffer) shows.
+    held = rows_one[0]
+    assert held["step"] == 0 and rows_two[0]["step"] == 0
+    assert abs(rows_two[0]["eval_loss"] - held["eval_loss"]) <= summation_tolerance(held["eval_loss"], held["eval_tokens"])
+    first = rows_one[1]
+    assert abs(rows_two[1]["loss"] - first["loss"]) <= summation_tolerance(first["loss"], first["trained_tokens"])
     w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert sorted(w1) == sorted(w2)
     # AdamW moves each weight by at most about lr per step whatever the gradient's size, so gradients that differ

@@ -12,7 +12,8 @@ from kotune_test_paths import REPO
 
 pytestmark = pytest.mark.slow
 
-TRIM = ["pretrain.set.train.max_steps=8", "sft.set.train.max_steps=4", "dpo.set.train.max_steps=2",
+TRIM = ["pretrain.set.train.max_steps=8", "sft.set.train.max_steps=4", "sft.set.data.eval_fraction=0.02",
+        "dpo.set.train.max_steps=2",
         "eval_kobest.limit=4", "eval_kobest.tasks=[boolq,copa]", "eval_generate.limit=2", "eval_generate.max_new_tokens=8"]
 
 
@@ -27,7 +28,7 @@ def test_trimmed_quickstart_runs_every_stage_then_skips_them(tmp_path):
     first = pipeline(run_dir)
     assert first.returncode == 0, first.stderr[-3000:]
     for path in ["check/check.txt", "tokenizer/tokenizer.json", "tokenizer/tokenizer_report.json", "pretrain/model.safetensors",
-                 "pretrain/eval.json", "sft/model.safetensors", "sft/data_report.json", "sft/loss.png",
+                 "pretrain/eval.json", "sft/model.safetensors", "sft/data_report.json", "sft/loss.png", "sft/sft_report.json",
                  "dpo/dpo_report.json", "dpo/curves.png", "eval/kobest.json", "eval/generation.json",
                  "eval/generations.jsonl", "report.md", "pipeline.json"]:
         assert (run_dir / path).is_file(), path
@@ -36,7 +37,8 @@ def test_trimmed_quickstart_runs_every_stage_then_skips_them(tmp_path):
     assert [name for name, _ in manifest["models"]] == ["pretrain", "sft", "dpo"]
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     for section in ["## Data", "## Training", "## Evaluation", "## Configuration", "held-out perplexity",
-                    "trained fraction", "![sft curves](sft/loss.png)", "polyglot-ko-1.3b", "stop rate"]:
+                    "trained fraction", "![sft curves](sft/loss.png)", "polyglot-ko-1.3b", "stop rate",
+                    "Held out from training: 40 example(s)", "| before SFT (the model it started from) |", "| after SFT |"]:
         assert section in report, section
     assert f"kotune chat {run_dir}" in first.stdout
 
@@ -63,7 +65,8 @@ def test_pipeline_launches_its_training_stages_on_n_processes(tiny_neox, tmp_pat
     recipe.write_text(
         f"run_dir: {tmp_path / 'run'}\nbase_model: {tiny_neox}\nnproc: 2\n"
         "sft:\n  recipe: recipes/sft/quickstart_tiny.yaml\n"
-        "  set: {train.max_steps: 2, train.global_batch_size: 8, train.micro_batch_size: 2, data.max_length: 256}\n",
+        "  set: {train.max_steps: 2, train.global_batch_size: 8, train.micro_batch_size: 2, data.max_length: 256,\n"
+        "        data.eval_fraction: 0.02}\n",
         encoding="utf-8")
     result = subprocess.run([sys.executable, "-m", "kotune.cli", "pipeline", str(recipe)], cwd=REPO,
                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -45,7 +45,7 @@ def test_no_library_warning_reaches_the_terminal(tmp_path):
         "pretrain": ["pretrain", "recipes/pretrain/tiny_ko.yaml", f"tokenizer={base}", f"output_dir={tmp_path / 'pt'}",
                      "train.max_steps=1", "data.files=[data/samples/chatbotdata_ko.txt]", "init.num_hidden_layers=1"],
         "sft (LoRA)": ["sft", "recipes/sft/quickstart_tiny.yaml", f"model={base}", f"output_dir={sft}", "method=lora",
-                       "train.max_steps=2", "data.max_length=256"],
+                       "train.max_steps=2", "data.max_length=256", "data.eval_fraction=0.02"],
         "data preview": ["data", "preview", "recipes/sft/quickstart_tiny.yaml", f"model={base}", "--limit", "1"],
         "lora merge": ["lora", "merge", sft, "--out", merged],
         "reward": ["reward", "recipes/preference/tiny_rm.yaml", f"model={merged}", f"output_dir={tmp_path / 'rm'}",

@@ -28,8 +28,13 @@ def test_quickstart_recipe_trains_and_preview_matches_trainer(tmp_path):
     out = tmp_path / "sft"
     result = kotune("sft", "recipes/sft/quickstart_tiny.yaml", f"model={base}", f"output_dir={out}", "train.max_steps=3")
     assert "labels hold EOS" in result.stdout and "trained tokens" in result.stdout
-    for name in ("model.safetensors", "config.yaml", "metrics.jsonl", "loss.png", "data_report.json"):
+    for name in ("model.safetensors", "config.yaml", "metrics.jsonl", "loss.png", "data_report.json", "sft_report.json"):
         assert (out / name).is_file(), name
+    # The recipe holds out a tenth of the 2,000 prompts by default and scores them before and after training.
+    assert json.loads((out / "data_report.json").read_text())["held_out"]["examples"] == 200
+    held = json.loads((out / "sft_report.json").read_text())["held_out"]
+    assert held["examples"] == 200 and {"before", "after", "change"} <= held.keys()
+    assert "held-out loss on 200 example(s)" in result.stdout
 
     preview = kotune("data", "preview", "recipes/sft/quickstart_tiny.yaml", f"model={out}", "--json", "--limit", "3")
     rows = [json.loads(line) for line in preview.stdout.splitlines()]
@@ -79,5 +84,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_neox, tmp_path):
     assert whole.keys() == again.keys()
     worst = max((whole[k] - again[k]).abs().max().item() for k in whole)
     assert worst <= 1e-4, worst
-    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 25))  # metrics continue without gaps or repeats
+    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 25))  # metrics continue without gaps or repeats
+    # Held-out loss before the first step (written before the kill, kept) and after the last, once each.
+    assert [r["step"] for r in rows if "eval_loss" in r] == [0, 24]
+    reports = [json.loads((folder / "sft_report.json").read_text())["held_out"] for folder in (tmp_path / "whole", killed)]
+    assert reports[0]["before"] == reports[1]["before"]  # the resumed run compares with the same step-0 scores

@@ -11,6 +11,6 @@ LOSS_PNG = "loss.png"  # curves of kotune's own loop (SFT, pre-training)
 CURVES_PNG = "curves.png"  # curves of the reward, DPO-family and online RL stages
 TRAINER_SCRATCH = "trainer"  # the output_dir TRL trainers are given; removed when they leave it empty
 
-# Per stage: its curves, and the report the reward, DPO and RL stages write (`<stage>_report.json`).
+# Per stage: its curves, and the report the SFT, reward, DPO and RL stages write (`<stage>_report.json`).
 STAGE_CURVES = {"pretrain": LOSS_PNG, "sft": LOSS_PNG, "reward": CURVES_PNG, "ppo": CURVES_PNG, "dpo": CURVES_PNG}
-STAGE_REPORTS = {stage: f"{stage}_report.json" for stage in ("reward", "ppo", "dpo")}
+STAGE_REPORTS = {stage: f"{stage}_report.json" for stage in ("sft", "reward", "ppo", "dpo")}

@@ -52,6 +52,12 @@ def _data_section(run_dir: Path) -> list[str]:
             f"{s['truncated']:,} | {s['with_eos']:,} | {len(report['skipped_records']) + len(report['skipped_without_trained_tokens']):,} |",
             "",
         ]
+        held = report.get("held_out")
+        if held:
+            where = ("data.eval_files" if held.get("from") == "eval_files"
+                     else f"eval_fraction {held.get('eval_fraction')} of the prompts, seed {held.get('seed')}")
+            lines += [f"Held out from training: {held['examples']:,} example(s), {held['trained_tokens']:,} trained tokens "
+                      f"({where})." if held["examples"] else f"Held out from training: none ({held.get('none', '?')}).", ""]
         skipped = report["skipped_records"] + [f"{x}: no trained token left after truncation" for x in report["skipped_without_trained_tokens"]]
         if skipped:
             lines += ["Skipped records (each with its reason):", "", *[f"- `{x}`" for x in skipped[:20]]]
@@ -79,10 +85,47 @@ def _training_section(run_dir: Path, models: list) -> list[str]:
             metrics = run_dir / stage / METRICS_JSONL
             if metrics.is_file():
                 rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-                if rows and "loss" in rows[0]:
+                rows = [r for r in rows if "loss" in r]  # training rows; held-out rows hold eval_* only
+                if rows:
                     lines += [f"loss: {rows[0]['loss']:.4f} at step {rows[0]['step']} → {rows[-1]['loss']:.4f} at step "
                               f"{rows[-1]['step']}", ""]
+            if stage == "sft":
+                lines += _sft_held_out(run_dir)
     return lines
+
+
+def _figure(summary: dict, key: str, digits: int) -> str:
+    x = summary[key]
+    return f"{x['value']:,.{digits}f} [{x['low']:,.{digits}f}, {x['high']:,.{digits}f}]"
+
+
+def _sft_held_out(run_dir: Path) -> list[str]:
+    """Held-out response loss of the model SFT started from and of the SFT model, with 95% intervals, and a plain
+    sentence on whether SFT changed it."""
+    report = _read(run_dir / "sft" / STAGE_REPORTS["sft"])
+    held = (report or {}).get("held_out")
+    if not held:
+        return []
+    if "after" not in held:
+        return [f"SFT held-out loss: not measured ({held.get('none', 'no held-out examples')}).", ""]
+    lines = [f"Held-out response loss (trained tokens only) on {held['examples']:,} example(s), "
+             f"{held['after']['tokens']:,} tokens; 95% bootstrap intervals over examples:", "",
+             "| model | loss | perplexity |", "|---|---:|---:|"]
+    if "before" in held:
+        lines.append(f"| before SFT (the model it started from) | {_figure(held['before'], 'loss', 4)} | "
+                     f"{_figure(held['before'], 'perplexity', 2)} |")
+    lines.append(f"| after SFT | {_figure(held['after'], 'loss', 4)} | {_figure(held['after'], 'perplexity', 2)} |")
+    if "change" not in held:
+        return lines + ["", "The starting model's held-out loss was not recorded, so no change can be shown.", ""]
+    change = held["change"]
+    lines.append(f"| change (paired, per example) | {change['value']:+.4f} [{change['low']:+.4f}, {change['high']:+.4f}] | |")
+    if not change["changed"]:
+        verdict = "SFT changed nothing measurable in held-out response loss: the change's 95% interval holds 0."
+    elif change["value"] < 0:
+        verdict = "SFT lowered held-out response loss: the change's 95% interval lies below 0."
+    else:
+        verdict = "SFT raised held-out response loss (worse on unseen prompts): the change's 95% interval lies above 0."
+    return lines + ["", verdict, ""]
 
 
 def _evaluation_section(run_dir: Path) -> list[str]:

@@ -18,9 +18,27 @@ class DataConfig:
     template: str = opt("auto", f"prompt template: {', '.join(TEMPLATE_NAMES)}")
     max_length: int = opt(2048, "examples longer than this many tokens are cut at the end (ChatBaker: 2048)")
     skip_invalid: bool = opt(False, "train without invalid records (each is listed) instead of stopping")
+    eval_files: list[str] = opt([], "held-out conversations for held-out loss; unset: eval_fraction of the prompts of files")
+    eval_fraction: float = opt(0.1, "fraction of distinct prompts held out when eval_files is unset (a fixed, seeded "
+                                    "choice by content, the same on rerun and on any number of processes; 0: none)")
 
     def __post_init__(self) -> None:
         check_data_section(self)
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError("eval_fraction: must be in [0, 1)")
+
+
+@dataclass
+class SFTTrainConfig(TrainConfig):
+    """Optimisation of kotune's loop, plus how often SFT scores its held-out conversations."""
+
+    eval_every: int = opt(100, "held-out loss every N optimizer steps (also before the first step and after the "
+                               "last; 0: only those two)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eval_every < 0:
+            raise ValueError("eval_every: must be 0 or more")
 
 
 @dataclass(kw_only=True)
@@ -30,7 +48,7 @@ class SFTConfig(TunedStageConfig):
     method: Literal["full", "lora", "qlora"] = opt(
         "full", "full fine-tuning; LoRA adapters (PEFT); or QLoRA: LoRA on the base loaded in 4-bit NF4 (bitsandbytes)")
     data: DataConfig = opt(DataConfig(), "training data")
-    train: TrainConfig = opt(TrainConfig(), "optimisation")
+    train: SFTTrainConfig = opt(SFTTrainConfig(), "optimisation and held-out evaluation")
 
     def __post_init__(self) -> None:
         if not self.data.files:

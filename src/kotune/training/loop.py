@@ -92,7 +92,8 @@ def _trained_loss_sum(model, batch: dict, labels: torch.Tensor, select_logits: b
 
 
 def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path, *, desc: str, log=print,
-               before_training: Callable[[torch.nn.Module], None] | None = None, identity: dict | None = None):
+               before_training: Callable[[torch.nn.Module], None] | None = None, identity: dict | None = None,
+               evaluate: Callable[[torch.nn.Module, int], dict] | None = None, eval_every: int = 0):
     """Train `model` on `data` for the steps `cfg` asks; returns the prepared (possibly wrapped) model.
 
     Writes metrics.jsonl into `out`, and resumable checkpoints under `out/checkpoints`.
@@ -100,6 +101,8 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
     ZeRO-3 only the prepared model can run a forward pass (its parameters are sharded until then).
     `identity` (`kotune.common.run_folder.run_identity`) goes into every checkpoint, so a resume can tell whether
     a checkpoint is this run's; the stage checked it against the folder before calling this.
+    `evaluate(prepared_model, step)` runs on every process before the first step of a fresh run (step 0), every
+    `eval_every` steps (0: never in between) and after the last; the metrics it returns become a metrics.jsonl row.
     """
     from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
@@ -141,6 +144,15 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
 
     if before_training is not None and not found:
         before_training(model)
+
+    def held_out_row(step: int) -> None:
+        row = evaluate(model, step)
+        if metrics:
+            metrics.write({"step": step, "epoch": round(plan.epoch_of(step), 4), **row})
+            accelerator.log(numeric(row), step=step)
+
+    if evaluate is not None and not found:
+        held_out_row(0)
     select_logits = _accepts_logits_to_keep(accelerator.unwrap_model(model))
     model.train()
     progress = tqdm(total=plan.total_steps, initial=start_step, disable=not is_main, desc=desc, unit="step")
@@ -187,6 +199,8 @@ def train_loop(accelerator, model, data: TokenData, cfg: TrainConfig, out: Path,
             }
             metrics.write(row)
             accelerator.log(numeric(row), step=step + 1)  # the trackers of train.report_to (none: nothing)
+        if evaluate is not None and ((eval_every and (step + 1) % eval_every == 0) or step + 1 == plan.total_steps):
+            held_out_row(step + 1)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < plan.total_steps:
             _checkpoint(accelerator, model, out, step + 1, cfg.keep_checkpoints, identity)
     progress.close()

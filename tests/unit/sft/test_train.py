@@ -31,8 +31,11 @@ def sft_config(model, data, out, *overrides):
 
 
 def test_full_finetuning_loss_falls_and_outputs_reload(tiny_neox, small_alpaca, tmp_path):
-    out = run(sft_config(tiny_neox, small_alpaca, tmp_path / "sft", "train.max_steps=24", "train.learning_rate=3e-3"), log=lambda *_: None)
-    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
+    logged = []
+    out = run(sft_config(tiny_neox, small_alpaca, tmp_path / "sft", "train.max_steps=24", "train.learning_rate=3e-3",
+                         "train.eval_every=12"), log=logged.append)
+    rows = read_metrics(out / "metrics.jsonl")
+    losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 24 and all(map(torch.isfinite, torch.tensor(losses)))
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
     for name in ("model.safetensors", "config.yaml", "data_report.json", "loss.png", "tokenizer_config.json"):
@@ -44,8 +47,22 @@ def test_full_finetuning_loss_falls_and_outputs_reload(tiny_neox, small_alpaca, 
     assert not torch.equal(model.gpt_neox.embed_in.weight, base.gpt_neox.embed_in.weight)
     report = json.loads((out / "data_report.json").read_text())
     stats = report["stats"]
-    assert stats["examples"] == 64 and stats["truncated"] > 0  # max_length=256 cuts some long replies
+    held = report["held_out"]
+    assert held["examples"] == 6 and held["from"] == "eval_fraction"  # 10% of 64 distinct prompts
+    assert stats["examples"] == 58 and stats["truncated"] > 0  # max_length=256 cuts some long replies
     assert stats["with_eos"] == stats["examples"] - stats["truncated"]  # every complete reply learns to stop
+    # Held-out loss: before the first step, every eval_every steps, after the last; the report pairs first and last.
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, 12, 24] and all(r["eval_tokens"] == held["trained_tokens"] for r in evals)
+    result = json.loads((out / "sft_report.json").read_text())["held_out"]
+    assert result["before"]["loss"]["value"] == pytest.approx(evals[0]["eval_loss"], rel=1e-12)
+    assert result["after"]["loss"]["value"] == pytest.approx(evals[-1]["eval_loss"], rel=1e-12)
+    change = result["change"]
+    assert change["changed"] and change["high"] < 0  # 24 steps at 3e-3 lower held-out reply loss of a random model
+    assert change["value"] == pytest.approx(result["after"]["loss"]["value"] - result["before"]["loss"]["value"], abs=1e-9)
+    assert any(line.startswith("held-out loss on 6 example(s)") and "lowered it measurably" in line for line in logged)
+    before = [json.loads(line) for line in (out / "held_out_before.jsonl").read_text().splitlines()]
+    assert len(before) == 6 and sum(r["tokens"] for r in before) == held["trained_tokens"]
 
 
 def test_lora_adapter_merges_to_the_same_logits(tiny_llama, small_alpaca, tmp_path):
@@ -94,7 +111,7 @@ def test_qlora_trains_adapters_on_a_4bit_base(tiny_llama, small_alpaca, tmp_path
     assert {n for n, p in model.named_parameters() if p.requires_grad} and all(
         "lora_" in n for n, p in model.named_parameters() if p.requires_grad)
     out = run(cfg, log=lambda *_: None)
-    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
+    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
     ids = torch.tensor([[1, 2, 3, 4]])
@@ -135,12 +152,15 @@ def test_many_skipped_examples_are_summed_up_on_screen_and_all_listed_in_the_rep
     tokenizer = load_tokenizer(str(tiny_neox))
     install_template(tokenizer, "koalpaca")
     logged = []
-    examples, report = prepare_examples(cfg, tokenizer, logged.append)
+    examples, held, report = prepare_examples(cfg, tokenizer, logged.append)
     skipped = report["skipped_without_trained_tokens"]
-    assert len(skipped) > SHOWN_PER_KIND and len(examples) + len(skipped) == 2000  # nothing lost
+    held_skipped = report["held_out"]["skipped_without_trained_tokens"]
+    assert len(skipped) > SHOWN_PER_KIND
+    assert len(examples) + len(skipped) + len(held) + len(held_skipped) == 2000  # nothing lost
     per_line = [line for line in logged if line.endswith("no trained token left after truncation to max_length=256")]
     assert len(per_line) == SHOWN_PER_KIND
-    assert f"skipped {len(skipped):,} example(s)" in logged[-1] and "all in data_report.json" in logged[-1]
+    summary = [line for line in logged if line.startswith(f"skipped {len(skipped):,} example(s)")]
+    assert len(summary) == 1 and "all in data_report.json" in summary[0]
 
 
 def test_a_used_output_dir_is_refused_and_resume_continues_only_its_own_run(tiny_neox, small_alpaca, tmp_path):
@@ -162,7 +182,11 @@ def test_a_used_output_dir_is_refused_and_resume_continues_only_its_own_run(tiny
     lines: list[str] = []
     run(sft_config(tiny_neox, small_alpaca, out, "train.max_steps=5", "train.resume=true"), log=lines.append)
     assert any("resuming from" in line and "(step 3)" in line for line in lines)
-    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [0, 5]  # the first run's step 0 kept, its step 4 dropped
+    before = json.loads((out / "sft_report.json").read_text())["held_out"]["before"]
+    assert before["loss"]["value"] == pytest.approx(rows[0]["eval_loss"], rel=1e-12)  # step 0, read back on resume
     run(sft_config(tiny_neox, small_alpaca, out, "train.max_steps=2", "overwrite=true"), **quiet)
     assert not (out / "checkpoints").exists()  # the earlier run's checkpoints are gone with it
-    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1, 2]

@@ -47,8 +47,9 @@ def test_sft_logs_the_metrics_and_config_to_tensorboard(tiny_neox, tmp_path):
     out = run(cfg, log=lambda *_: None)
     rows = read_metrics(out / "metrics.jsonl")
     scalars = tensorboard_scalars(out / tracking.TENSORBOARD_DIR)
-    assert len(rows) == 3
-    for key in ("loss", "lr", "grad_norm"):
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [0, 3]  # one of the 12 prompts held out
+    for key in ("loss", "lr", "grad_norm", "eval_loss"):
         assert scalars[key] == as_float32(rows, key), key
     # The resolved config, as accelerate stores it beside the events (and as TensorBoard hparams).
     (hparams,) = (out / tracking.TENSORBOARD_DIR).glob("*/hparams.yml")
