@@ -150,7 +150,7 @@ def test_reward_then_grpo_with_two_processes(single, tmp_path):
     assert "process 0 of 2 (MULTI_CPU)" in log and "process 1 of 2 (MULTI_CPU)" in log
     assert log.count("reload scores match") == 1
     log = run([*KOTUNE, "ppo", "recipes/preference/tiny_ppo.yaml", "algo=grpo", f"model={single}",
-               f"reward_model={reward}", f"output_dir={policy}", "train.steps=2", "--nproc", "2"])
+               f"reward_model={reward}", f"output_dir={policy}", "train.max_steps=2", "--nproc", "2"])
     assert "process 0 of 2 (MULTI_CPU)" in log and "process 1 of 2 (MULTI_CPU)" in log
     assert [r["step"] for r in metrics(policy)] == [1, 2]
     assert (policy / "ppo_report.json").is_file() and (policy / "model.safetensors").is_file()

@@ -52,8 +52,8 @@ def test_tiny_recipes_reward_then_ppo_through_the_cli(sft, tmp_path):
 
     ppo = tmp_path / "ppo"
     result = kotune("ppo", "recipes/preference/tiny_ppo.yaml", f"model={sft}", f"reward_model={rm}",
-                    f"output_dir={ppo}", "train.steps=2", "generation.max_new_tokens=8", "data.max_prompts=16")
-    assert "reward model checked" in result.stdout  # and train.steps, the section's old key, is still read
+                    f"output_dir={ppo}", "train.max_steps=2", "generation.max_new_tokens=8", "data.max_prompts=16")
+    assert "reward model checked" in result.stdout
     assert "prompts: 14 train, 2 held out" in result.stdout and "held-out (2 examples): reward " in result.stdout
     rows = [json.loads(line) for line in (ppo / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and abs(rows[0]["kl"]) <= kl_at_reference_tolerance(rows[0], 8)  # actor == reference

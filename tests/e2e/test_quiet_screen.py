@@ -48,10 +48,10 @@ def test_no_library_warning_reaches_the_terminal(tmp_path):
         "dpo": ["dpo", "recipes/preference/tiny_dpo.yaml", f"model={merged}", f"output_dir={tmp_path / 'dpo'}",
                 "data.max_pairs=32", *short],
         "ppo (grpo)": ["ppo", "recipes/preference/tiny_ppo.yaml", f"model={merged}", f"reward_model={tmp_path / 'rm'}",
-                       f"output_dir={tmp_path / 'grpo'}", "algo=grpo", "train.steps=1", "data.max_prompts=8",
+                       f"output_dir={tmp_path / 'grpo'}", "algo=grpo", "train.max_steps=1", "data.max_prompts=8",
                        "generation.max_new_tokens=4"],
         "ppo": ["ppo", "recipes/preference/tiny_ppo.yaml", f"model={merged}", f"reward_model={tmp_path / 'rm'}",
-                f"output_dir={tmp_path / 'ppo'}", "train.steps=1", "data.max_prompts=8", "generation.max_new_tokens=4"],
+                f"output_dir={tmp_path / 'ppo'}", "train.max_steps=1", "data.max_prompts=8", "generation.max_new_tokens=4"],
         "eval kobest": ["eval", "kobest", merged, "--tasks", "boolq", "--limit", "2", "--out", tmp_path / "eval"],
         "eval generate": ["eval", "generate", sft, "--limit", "2", "--max-new-tokens", "4", "--out", tmp_path / "eval"],
     }
