@@ -104,7 +104,7 @@ def run(cfg: DPOConfig, log=print) -> Path:
         role = "the reference" if cfg.algo in ("dpo", "kto") else "the starting point"
         heldout = compare(before, preference_values(trainer.model, data.eval, pad_id),
                           before_is=f"{cfg.model} ({role})", seed=cfg.train.seed)
-    rows = metrics.rows
+    rows = [r for r in metrics.rows if "loss" in r]  # training rows; trainer.evaluate() logged an eval_* row last
     report = {"algo": cfg.algo, "loss_type": cfg.loss_type, "template": ctx.template, "data": data.report,
               "first_log": rows[0] if rows else None, "last_log": rows[-1] if rows else None, "heldout": heldout,
               "trl_heldout": trl_heldout}
