@@ -121,6 +121,13 @@ def _heldout_section(run_dir: Path) -> list[str]:
             lines.append(f"| {names.get(key, key)} | {_ci(f['before'])} | {_ci(f['after'])} | "
                          f"{_ci(f['difference'], '+')} | {verdict} |")
         changed = [names.get(k, k) for k, f in heldout["figures"].items() if f["difference"]["changed"]]
+        accuracy = heldout["figures"].get("accuracy")
+        if stage == "dpo" and accuracy:  # the figure DPO is run for: is it above the reference's (the SFT model's)?
+            d = accuracy["difference"]
+            verdict = "rose above" if d["low"] > 0 else "fell below" if d["high"] < 0 else "did not measurably differ from"
+            lines += ["", f"Held-out preference accuracy {verdict}"
+                          f" the starting model's ({accuracy['before']['value']:.3f} → {accuracy['after']['value']:.3f}, "
+                          f"difference 95% [{d['low']:+.3f}, {d['high']:+.3f}])."]
         lines += ["", f"**{stage} changed nothing measurable on its held-out {HELDOUT_UNITS[stage]}**: every "
                       "difference's 95% interval contains 0." if not changed else
                   f"Measurable change (interval of the difference excludes 0): {', '.join(changed)}.", ""]

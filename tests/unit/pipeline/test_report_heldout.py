@@ -25,6 +25,7 @@ def test_report_shows_intervals_and_says_when_nothing_changed(tmp_path):
     assert "| preference accuracy | 0.500 [" in text and "| +0.500 [+0." in text and "] | changed |" in text
     assert "| chosen reply log-prob | -10.975 [" in text and "| +0.000 [+0.000, +0.000] | no measurable change |" in text
     assert "before = `runs/x/sft (the reference)`" in text
+    assert "Held-out preference accuracy rose above the starting model's (0.500 → 1.000, difference 95% [+0." in text
     assert "Measurable change (interval of the difference excludes 0): preference accuracy, log-prob margin" in text
     assert "**reward changed nothing measurable on its held-out pairs**: every difference's 95% interval contains 0" in text
     assert "No held-out prompts (data.eval_fraction 0 and no data.eval_files)" in text
