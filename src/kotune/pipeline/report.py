@@ -79,7 +79,8 @@ def _training_section(run_dir: Path, models: list) -> list[str]:
             metrics = run_dir / stage / METRICS_JSONL
             if metrics.is_file():
                 rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-                if rows and "loss" in rows[0]:
+                rows = [r for r in rows if "loss" in r]  # training rows: TRL logs held-out eval_* rows among them
+                if rows:
                     lines += [f"loss: {rows[0]['loss']:.4f} at step {rows[0]['step']} → {rows[-1]['loss']:.4f} at step "
                               f"{rows[-1]['step']}", ""]
     return lines
