@@ -162,13 +162,13 @@ def test_optimisation_section_is_the_shared_one_and_reads_the_old_names():
     from kotune.training.config import OptimConfig
 
     base = ["model=m", "reward_model=r", "output_dir=o", "data.files=[p]"]
-    cfg = load_config(PPOConfig, None, [*base, "train.max_steps=7", "train.actor_learning_rate=3e-4"])
+    cfg = load_config(PPOConfig, None, [*base, "train.steps=7", "train.actor_learning_rate=3e-4"])
     assert isinstance(cfg.train, OptimConfig)
     assert (cfg.train.max_steps, cfg.train.learning_rate, cfg.train.steps, cfg.train.actor_learning_rate) == (7, 3e-4, None, None)
     assert cfg.train.total_steps(100, 8) == 7
     fresh = load_config(PPOConfig, None, [*base, "train.epochs=2"])
     assert fresh.train.learning_rate == 1e-6 and fresh.train.total_steps(100, 8) == 25  # 2 passes over 100 prompts
     with pytest.raises(ValueError, match="steps is the old name of max_steps; give only max_steps"):
-        load_config(PPOConfig, None, [*base, "train.max_steps=7", "train.max_steps=8"])
+        load_config(PPOConfig, None, [*base, "train.steps=7", "train.max_steps=8"])
     with pytest.raises(ValueError, match="not read by ppo/rloo/grpo; set ppo.rollout_batch_size"):
         load_config(PPOConfig, None, [*base, "train.global_batch_size=8"])
