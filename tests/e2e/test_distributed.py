@@ -119,7 +119,7 @@ def test_fsdp_resumes_from_its_sharded_checkpoint(single, tiny_neox, tmp_path):
 def test_dpo_with_two_processes_matches_one(single, tmp_path):
     """DPO through TRL: two processes (kotune --nproc 2) take the same global batches as one process."""
     args = ["dpo", "recipes/preference/tiny_dpo.yaml", f"model={single}", "train.max_steps=3",
-            "train.global_batch_size=8", "train.micro_batch_size=2"]
+            "train.global_batch_size=8", "train.micro_batch_size=2", "data.eval_fraction=0"]  # training rows only
     run([*KOTUNE, *args, f"output_dir={tmp_path / 'one'}"])
     log = run([*KOTUNE, *args, f"output_dir={tmp_path / 'two'}", "--nproc", "2"])
     assert "--nproc_per_node 2" in log  # the launch kotune printed
@@ -152,7 +152,7 @@ def test_reward_then_grpo_with_two_processes(single, tmp_path):
     assert "process 0 of 2 (MULTI_CPU)" in log and "process 1 of 2 (MULTI_CPU)" in log
     assert log.count("reload scores match") == 1
     log = run([*KOTUNE, "ppo", "recipes/preference/tiny_ppo.yaml", "algo=grpo", f"model={single}",
-               f"reward_model={reward}", f"output_dir={policy}", "train.steps=2", "--nproc", "2"])
+               f"reward_model={reward}", f"output_dir={policy}", "train.max_steps=2", "--nproc", "2"])
     assert "process 0 of 2 (MULTI_CPU)" in log and "process 1 of 2 (MULTI_CPU)" in log
     assert [r["step"] for r in metrics(policy)] == [1, 2]
     assert (policy / "ppo_report.json").is_file() and (policy / "model.safetensors").is_file()

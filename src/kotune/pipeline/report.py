@@ -85,7 +85,7 @@ def _training_section(run_dir: Path, models: list) -> list[str]:
             metrics = run_dir / stage / METRICS_JSONL
             if metrics.is_file():
                 rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-                rows = [r for r in rows if "loss" in r]  # training rows; held-out rows hold eval_* only
+                rows = [r for r in rows if "loss" in r]  # training rows: TRL logs held-out eval_* rows among them
                 if rows:
                     lines += [f"loss: {rows[0]['loss']:.4f} at step {rows[0]['step']} → {rows[-1]['loss']:.4f} at step "
                               f"{rows[-1]['step']}", ""]
@@ -128,6 +128,55 @@ def _sft_held_out(run_dir: Path) -> list[str]:
     return lines + ["", verdict, ""]
 
 
+# How each preference stage's held-out figures read in the report (`kotune.preference.heldout`).
+FIGURE_NAMES = {
+    "reward": {"accuracy": "pairwise accuracy", "margin": "score margin (chosen - rejected)"},
+    "dpo": {"accuracy": "preference accuracy", "margin": "log-prob margin (chosen - rejected)",
+            "chosen_logprob": "chosen reply log-prob"},
+    "ppo": {"reward": "reward-model score", "kl": "KL to the reference (sum over the reply)"},
+}
+HELDOUT_UNITS = {"reward": "pairs", "dpo": "pairs", "ppo": "prompts"}
+
+
+def _ci(f: dict, sign: str = "") -> str:
+    return f"{f['value']:{sign}.3f} [{f['low']:{sign}.3f}, {f['high']:{sign}.3f}]"
+
+
+def _heldout_section(run_dir: Path) -> list[str]:
+    """Each preference stage's held-out figures before and after, with 95% intervals, and a plain verdict."""
+    lines = []
+    for stage in (s for s in STAGE_REPORTS if s in FIGURE_NAMES):  # pipeline order; SFT has its own table
+        report = _read(run_dir / stage / STAGE_REPORTS[stage])
+        if report is None:
+            continue
+        lines += [f"### {stage}: held-out evaluation", ""]
+        heldout = report.get("heldout")
+        if not heldout:
+            lines += [f"No held-out {HELDOUT_UNITS[stage]} (data.eval_fraction 0 and no data.eval_files): nothing was "
+                      "measured on examples the stage did not train on.", ""]
+            continue
+        names = FIGURE_NAMES[stage]
+        lines += [f"{heldout['examples']:,} held-out {HELDOUT_UNITS[stage]}; before = `{heldout['before_is']}`. "
+                  "Means with 95% bootstrap intervals; the difference is paired, on the same examples.", "",
+                  "| figure | before | after | after - before | |", "|---|---:|---:|---:|---|"]
+        for key, f in heldout["figures"].items():
+            verdict = "changed" if f["difference"]["changed"] else "no measurable change"
+            lines.append(f"| {names.get(key, key)} | {_ci(f['before'])} | {_ci(f['after'])} | "
+                         f"{_ci(f['difference'], '+')} | {verdict} |")
+        changed = [names.get(k, k) for k, f in heldout["figures"].items() if f["difference"]["changed"]]
+        accuracy = heldout["figures"].get("accuracy")
+        if stage == "dpo" and accuracy:  # the figure DPO is run for: is it above the reference's (the SFT model's)?
+            d = accuracy["difference"]
+            verdict = "rose above" if d["low"] > 0 else "fell below" if d["high"] < 0 else "did not measurably differ from"
+            lines += ["", f"Held-out preference accuracy {verdict}"
+                          f" the starting model's ({accuracy['before']['value']:.3f} → {accuracy['after']['value']:.3f}, "
+                          f"difference 95% [{d['low']:+.3f}, {d['high']:+.3f}])."]
+        lines += ["", f"**{stage} changed nothing measurable on its held-out {HELDOUT_UNITS[stage]}**: every "
+                      "difference's 95% interval contains 0." if not changed else
+                  f"Measurable change (interval of the difference excludes 0): {', '.join(changed)}.", ""]
+    return ["## Held-out evaluation of the preference stages", "", *lines] if lines else []
+
+
 def _evaluation_section(run_dir: Path) -> list[str]:
     report = run_dir / "eval" / "report.md"
     if not report.is_file():
@@ -159,8 +208,8 @@ def write_pipeline_report(run_dir: Path, cfg, models: list, runs: dict[str, Stag
           f"{runs[stage].seconds if stage in runs else 0:,.0f} |" for stage in cfg.stages()],
         "", "Models, in order: " + " → ".join(f"{name} (`{path}`)" for name, path in models), "",
     ]
-    lines += _data_section(run_dir) + _training_section(run_dir, models) + _evaluation_section(run_dir)
-    lines += _judging_section(run_dir)
+    lines += _data_section(run_dir) + _training_section(run_dir, models) + _heldout_section(run_dir)
+    lines += _evaluation_section(run_dir) + _judging_section(run_dir)
     lines += ["## Configuration", "", "```yaml", yaml.safe_dump(to_dict(cfg), allow_unicode=True, sort_keys=False).strip(), "```", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

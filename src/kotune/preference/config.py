@@ -1,11 +1,12 @@
 """Recipes of the chat-tuning stages (`kotune reward`, `kotune dpo`, `kotune ppo`): one dataclass per section.
 
-The model section, LoRA, the optimisation section of reward and DPO, and the data-check rule are shared with SFT
-and pre-training through `kotune.training.config`; PPO's optimisation (actor and critic, rollout steps) is its own.
+The model section, LoRA, the optimisation section and the data-check rule are shared with SFT
+and pre-training through `kotune.training.config`; PPO's section adds the critic's learning rate to the shared one.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,7 +14,7 @@ from kotune.common.options import opt
 from kotune.data.formats import FORMATS
 from kotune.data.templates import TEMPLATE_NAMES
 from kotune.training.config import OptimConfig, TunedStageConfig, check_data_section
-from kotune.training.tracking import check_report_to, report_to_option
+from kotune.training.tracking import check_report_to
 
 # DPOTrainer's loss types in TRL 1.16 (trl/trainer/dpo_trainer.py, `_compute_loss`).
 DPO_LOSS_TYPES = (
@@ -93,14 +94,20 @@ class DPOConfig(TunedStageConfig):
 @dataclass
 class PromptDataConfig:
     files: list[str] = opt([], "prompt files: {prompt} (KoChatGPT PPO); generation starts from each prompt")
+    eval_files: list[str] = opt([], "held-out prompts: the reward model scores replies to them before and after "
+                                    "training; unset: eval_fraction of the distinct prompts of files")
+    eval_fraction: float = opt(0.1, "fraction of distinct prompts held out when eval_files is unset (seeded by "
+                                    "train.seed)")
     format: str | None = opt(None, f"input format, detected when unset: {', '.join(FORMATS)}")
     template: str = opt("auto", "chat template; auto takes the SFT model's saved chat_template")
     max_prompt_length: int = opt(256, "prompts longer than this many tokens are skipped (and counted)")
     skip_invalid: bool = opt(False, "use the valid prompts when some records are invalid (each is listed)")
-    max_prompts: int | None = opt(None, "use only the first N prompts (quick runs)")
+    max_prompts: int | None = opt(None, "use only the first N prompts of files (quick runs)")
 
     def __post_init__(self) -> None:
         check_data_section(self)
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError("eval_fraction: must be in [0, 1)")
 
 
 @dataclass
@@ -143,23 +150,51 @@ class PPOHyperConfig:
 
 
 @dataclass
-class PPOTrainConfig:
-    steps: int = opt(100, "rollout + update steps")
-    actor_learning_rate: float = opt(1e-6, "actor (policy) learning rate")
-    critic_learning_rate: float = opt(1e-5, "critic (value model) learning rate")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm, actor and critic each (0 disables)")
-    seed: int = opt(42, "seed for sampling, data order and dropout")
+class PPOTrainConfig(OptimConfig):
+    """The shared optimisation section (`OptimConfig`) for online RL. `learning_rate` is the actor's; the critic
+    (algo ppo) has its own. The batches are the rollouts of the `ppo` section, so `global_batch_size` and
+    `micro_batch_size` are not read here. `steps` and `actor_learning_rate`, this section's names before it was
+    shared, are still read as `max_steps` and `learning_rate`."""
+
+    epochs: float = opt(1.0, "passes over the training prompts, when max_steps is unset")
+    max_steps: int | None = opt(None, "rollout + update steps (overrides epochs)")
+    learning_rate: float | None = opt(None, "actor (policy) learning rate; unset: 1e-6")
+    critic_learning_rate: float = opt(1e-5, "critic (value model) learning rate (algo ppo)")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = opt("constant", "learning-rate schedule after warm-up")
+    warmup_ratio: float = opt(0.0, "fraction of steps spent warming up")
+    global_batch_size: int | None = opt(None, "not read: ppo.rollout_batch_size is the batch of a step")
+    micro_batch_size: int | None = opt(None, "not read: ppo.mini_batch_size is the batch of an update")
     precision: Literal["auto", "fp32", "bf16"] = opt("auto", "auto: bf16 autocast on a GPU that has it, else fp32")
-    log_every: int = opt(1, "write metrics every N steps")
-    report_to: list[str] = report_to_option()
+    steps: int | None = opt(None, "old name of max_steps (still read)")
+    actor_learning_rate: float | None = opt(None, "old name of learning_rate (still read)")
 
     def __post_init__(self) -> None:
+        for old, new in (("steps", "max_steps"), ("actor_learning_rate", "learning_rate")):
+            if getattr(self, old) is not None:
+                if getattr(self, new) is not None and getattr(self, new) != getattr(self, old):
+                    raise ValueError(f"{old} is the old name of {new}; give only {new}")
+                setattr(self, new, getattr(self, old))
+                setattr(self, old, None)  # the saved config.yaml carries the new name only
+        if self.learning_rate is None:
+            self.learning_rate = 1e-6
+        if self.global_batch_size is not None or self.micro_batch_size is not None:
+            raise ValueError("global_batch_size and micro_batch_size are not read by ppo/rloo/grpo; set "
+                             "ppo.rollout_batch_size and ppo.mini_batch_size")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps: must be at least 1")
+        if self.epochs <= 0:
+            raise ValueError("epochs: must be positive")
+        if self.learning_rate <= 0 or self.critic_learning_rate <= 0:
+            raise ValueError("learning_rate and critic_learning_rate must be positive")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError("warmup_ratio: must be in [0, 1)")
         check_report_to(self.report_to)
-        if self.steps < 1:
-            raise ValueError("steps: must be at least 1")
-        if self.actor_learning_rate <= 0 or self.critic_learning_rate <= 0:
-            raise ValueError("actor_learning_rate and critic_learning_rate must be positive")
+
+    def total_steps(self, prompts: int, prompts_per_step: int) -> int:
+        """max_steps, or `epochs` passes over `prompts` training prompts at `prompts_per_step` a step."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * prompts / prompts_per_step))
 
 
 @dataclass(kw_only=True)

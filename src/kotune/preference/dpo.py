@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kotune.preference import trl_backend as tb
 from kotune.preference.config import DPOConfig
+from kotune.preference.heldout import compare, preference_values, summary_line
 from kotune.preference.models import check_lora_start, frozen_copy, load_policy, policy_dtype
 from kotune.preference.pairs import prepare_pairs
 from kotune.training.stage import finish_stage
@@ -76,7 +77,8 @@ def run(cfg: DPOConfig, log=print) -> Path:
     """Train and save; returns the output folder.
 
     Outputs: the model (method full) or LoRA adapter (method lora) with the tokenizer and its chat_template,
-    dpo_report.json (pair counts, skipped pairs per reason, first/last logged metrics, held-out metrics),
+    dpo_report.json (pair counts, skipped pairs per reason, first/last logged metrics, held-out figures before
+    and after with intervals, `kotune.preference.heldout`; TRL's own eval_ metrics as trl_heldout),
     metrics.jsonl, curves.png and config.yaml.
     """
     check_lora_start(cfg.model, cfg.method)
@@ -84,25 +86,34 @@ def run(cfg: DPOConfig, log=print) -> Path:
     out, precision, tokenizer, log = ctx.out, ctx.precision, ctx.tokenizer, ctx.log
     data = prepare_pairs(cfg.data, tokenizer, cfg.train.seed, log)
     model = load_policy(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=policy_dtype(cfg.method, precision))
+    pad_id = tokenizer.pad_token_id
+    # Before training the policy is the SFT model, which is also DPO's and KTO's reference: its held-out figures
+    # are the reference's own, the ones training has to beat. Measured on the first process only.
+    before = preference_values(model.to(ctx.device), data.eval, pad_id) if data.eval and ctx.is_main else None
     metrics = tb.metrics_callback(out)
     trainer = build_trainer(cfg, model, tokenizer, data, out, precision, [metrics, *trl_config_callbacks(cfg, out)])
     log(f"training {cfg.algo}{f' ({cfg.loss_type})' if cfg.algo == 'dpo' else ''}: {len(data.train):,} pairs, "
         f"method {cfg.method}, {precision}")
     tb.announce_processes(trainer, cfg.algo)
     trainer.train()
-    heldout = trainer.evaluate() if data.eval else None  # TRL's metrics on the held-out pairs, prefixed eval_
+    trl_heldout = trainer.evaluate() if data.eval else None  # TRL's own metrics on the held-out pairs, prefixed eval_
     if not ctx.is_main:
         return out
-    rows = metrics.rows
+    heldout = None
+    if before is not None:
+        role = "the reference" if cfg.algo in ("dpo", "kto") else "the starting point"
+        heldout = compare(before, preference_values(trainer.model, data.eval, pad_id),
+                          before_is=f"{cfg.model} ({role})", seed=cfg.train.seed)
+    rows = [r for r in metrics.rows if "loss" in r]  # training rows; trainer.evaluate() logged an eval_* row last
     report = {"algo": cfg.algo, "loss_type": cfg.loss_type, "template": ctx.template, "data": data.report,
-              "first_log": rows[0] if rows else None, "last_log": rows[-1] if rows else None, "heldout": heldout}
+              "first_log": rows[0] if rows else None, "last_log": rows[-1] if rows else None, "heldout": heldout,
+              "trl_heldout": trl_heldout}
     finish_stage(ctx, trainer.model, curves=CURVES, title=f"{cfg.algo} from {cfg.model}", report=report,
                  adapter=cfg.method == "lora")
     if rows and "rewards/margins" in rows[-1]:
         log(f"chosen-rejected margin: {rows[0]['rewards/margins']:.4f} at step {rows[0]['step']} -> "
             f"{rows[-1]['rewards/margins']:.4f} at step {rows[-1]['step']}")
-    if heldout and "eval_rewards/accuracies" in heldout:
-        log(f"held-out pairs: reward accuracy {heldout['eval_rewards/accuracies']:.3f}, margin "
-            f"{heldout.get('eval_rewards/margins', float('nan')):.4f}")
+    log(summary_line(heldout) if heldout else "no held-out pairs (data.eval_fraction 0, no data.eval_files): "
+        "nothing measured on pairs the model did not train on")
     log(f"saved {'LoRA adapter' if cfg.method == 'lora' else 'model'} + tokenizer to {out}")
     return out

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from kotune.models.load import is_adapter
 from kotune.preference.models import check_lora_start, frozen_dtype, load_policy, policy_dtype, trl_precision_args
+from kotune.preference.heldout import compare, rollout_values, summary_line
 from kotune.preference.pairs import prepare_prompts
+from kotune.preference.rollout import token_logprobs
 from kotune.preference.ppo_math import PPOSetupError
 from kotune.preference.scoring import RewardModelFunction, check_reward_model, load_reward_model
 from kotune.preference.trl_backend import announce_processes, metrics_callback, start_stage
@@ -47,7 +49,7 @@ def _first_step_guard():
     return FirstStepGuard()
 
 
-def _trainer(cfg, model, tokenizer, reward_fn, dataset, out: Path, precision: str, callbacks: list):
+def _trainer(cfg, model, tokenizer, reward_fn, dataset, out: Path, precision: str, callbacks: list, steps: int):
     from peft import LoraConfig
 
     from kotune.models.lora import target_modules_for
@@ -63,9 +65,11 @@ def _trainer(cfg, model, tokenizer, reward_fn, dataset, out: Path, precision: st
         output_dir=str(out / "trainer"), per_device_train_batch_size=p.rollout_batch_size,
         num_generations=p.num_generations, max_completion_length=g.max_new_tokens, temperature=g.temperature,
         top_k=g.top_k, top_p=g.top_p, beta=p.kl_coef, num_iterations=p.ppo_epochs, epsilon=p.cliprange,
-        learning_rate=cfg.train.actor_learning_rate, weight_decay=cfg.train.weight_decay, max_steps=cfg.train.steps,
-        max_grad_norm=cfg.train.max_grad_norm, seed=cfg.train.seed, logging_steps=cfg.train.log_every,
-        activation_checkpointing=False, save_strategy="no", **trl_report_to(cfg.train.report_to, out), **trl_precision_args(precision),
+        learning_rate=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay, max_steps=steps,
+        lr_scheduler_type={"constant": "constant_with_warmup"}.get(cfg.train.lr_scheduler, cfg.train.lr_scheduler),
+        warmup_steps=cfg.train.warmup_ratio, max_grad_norm=cfg.train.max_grad_norm, seed=cfg.train.seed,
+        logging_steps=cfg.train.log_every, activation_checkpointing=cfg.train.gradient_checkpointing,
+        save_strategy="no", **trl_report_to(cfg.train.report_to, out), **trl_precision_args(precision),
     )
     peft_config = None
     if cfg.method == "lora":
@@ -74,6 +78,26 @@ def _trainer(cfg, model, tokenizer, reward_fn, dataset, out: Path, precision: st
                                  target_modules=target_modules_for(model.config.model_type, cfg.lora.target_modules))
     return Trainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset, processing_class=tokenizer,
                    callbacks=callbacks, peft_config=peft_config)
+
+
+def _heldout_evaluator(cfg, trainer, reward, tokenizer, prompts: list[list[int]]):
+    """Held-out reward (and KL to the reference) of the trainer's current policy, `heldout.rollout_values`.
+
+    The reference is TRL's frozen copy (method full, kl_coef > 0) or the policy with its adapter disabled (LoRA);
+    with method full and kl_coef 0 TRL holds none, and the KL is left out rather than doubling the memory.
+    """
+    def reference(batch):
+        if getattr(trainer, "ref_model", None) is not None:
+            return token_logprobs(trainer.ref_model, batch.input_ids, batch.attention_mask, batch.start,
+                                  cfg.generation.temperature)
+        with trainer.model.disable_adapter():
+            return token_logprobs(trainer.model, batch.input_ids, batch.attention_mask, batch.start,
+                                  cfg.generation.temperature)
+
+    has_reference = getattr(trainer, "ref_model", None) is not None or hasattr(trainer.model, "disable_adapter")
+    return lambda: rollout_values(trainer.model, reference if has_reference else None, reward, prompts,
+                                  cfg.generation, tokenizer, seed=cfg.train.seed,
+                                  batch_size=cfg.ppo.rollout_batch_size)
 
 
 def run_online(cfg, log=print) -> Path:
@@ -90,7 +114,8 @@ def run_online(cfg, log=print) -> Path:
                          "is a LoRA adapter: merge it first (`kotune lora merge`) and point model at the merged folder")
     ctx = start_stage(cfg, "ppo", log)
     out, precision, tokenizer, log = ctx.out, ctx.precision, ctx.tokenizer, ctx.log
-    prompts, data_report = prepare_prompts(cfg.data, tokenizer, log)
+    prompts, held, data_report = prepare_prompts(cfg.data, tokenizer, cfg.train.seed, log)
+    steps = cfg.train.total_steps(len(prompts), cfg.ppo.rollout_batch_size // cfg.ppo.num_generations)
 
     reward_dtype = frozen_dtype(precision)  # frozen: held in bf16 under bf16
     reward = load_reward_model(cfg.reward_model, trust_remote_code=cfg.trust_remote_code, dtype=reward_dtype)
@@ -101,16 +126,22 @@ def run_online(cfg, log=print) -> Path:
     dataset = Dataset.from_list([{"prompt": [m.as_dict() for m in msgs]} for msgs, _ in prompts])
     metrics = metrics_callback(out)
     trainer = _trainer(cfg, model, tokenizer, RewardModelFunction(reward, tokenizer), dataset, out, precision,
-                       [metrics, _first_step_guard(), *trl_config_callbacks(cfg, out)])
-    log(f"{cfg.algo}: {cfg.train.steps} steps, {cfg.ppo.rollout_batch_size} completions per step "
+                       [metrics, _first_step_guard(), *trl_config_callbacks(cfg, out)], steps)
+    log(f"{cfg.algo}: {steps} steps, {cfg.ppo.rollout_batch_size} completions per step "
         f"({cfg.ppo.num_generations} per prompt), method {cfg.method}, {precision}")
     announce_processes(trainer, cfg.algo)
+    evaluate = _heldout_evaluator(cfg, trainer, reward, tokenizer, [ids for _, ids in held]) if held else None
+    before = evaluate() if evaluate and ctx.is_main else None
     trainer.train()
     if not ctx.is_main:
         return out
+    heldout = None
+    if before is not None:
+        heldout = compare(before, evaluate(), before_is=f"{cfg.model} (the reference)", seed=cfg.train.seed)
+        log(summary_line(heldout))
     rows = metrics.rows
     report = {"algo": cfg.algo, "template": ctx.template, "data": data_report, "reward_model_check": check,
-              "first_step": rows[0] if rows else None, "last_step": rows[-1] if rows else None}
+              "first_step": rows[0] if rows else None, "last_step": rows[-1] if rows else None, "heldout": heldout}
     finish_stage(ctx, trainer.model, curves=CURVES, title=f"{cfg.algo} from {cfg.model}", report=report,
                  adapter=cfg.method == "lora")
     log(f"saved {'LoRA adapter' if cfg.method == 'lora' else 'model'} + tokenizer to {out}")

@@ -106,16 +106,23 @@ def tokenize_pairs(tokenizer, pairs: list[PreferencePair], max_length: int) -> t
     return kept, dropped, lines
 
 
-def split_by_prompt(pairs: list[TokenPair], fraction: float, seed: int) -> tuple[list[TokenPair], list[TokenPair]]:
-    """Hold out `fraction` of the distinct prompts. All pairs of one prompt (KoChatGPT's ranked completions give
-    three) land on the same side, so held-out accuracy is measured on prompts the model never trained on."""
+def split_held_out(items: list, key, fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out `fraction` of the distinct `key(item)` values, seeded: the same items give the same split on every
+    rerun and every process (keys are sorted before the seeded shuffle, so file order and duplicates do not move
+    it). Items sharing a key land on the same side. Returns (kept, held out), each in input order."""
     if fraction <= 0:
-        return pairs, []
-    keys = sorted({tuple(p.prompt_ids) for p in pairs})
+        return items, []
+    keys = sorted({key(item) for item in items})
     random.Random(seed).shuffle(keys)
     n_eval = max(1, round(fraction * len(keys))) if len(keys) > 1 else 0
     held = set(keys[:n_eval])
-    return [p for p in pairs if tuple(p.prompt_ids) not in held], [p for p in pairs if tuple(p.prompt_ids) in held]
+    return [x for x in items if key(x) not in held], [x for x in items if key(x) in held]
+
+
+def split_by_prompt(pairs: list[TokenPair], fraction: float, seed: int) -> tuple[list[TokenPair], list[TokenPair]]:
+    """Hold out `fraction` of the distinct prompts. All pairs of one prompt (KoChatGPT's ranked completions give
+    three) land on the same side, so held-out accuracy is measured on prompts the model never trained on."""
+    return split_held_out(pairs, lambda p: tuple(p.prompt_ids), fraction, seed)
 
 
 @dataclass
@@ -180,25 +187,46 @@ def prepare_pairs(data, tokenizer, seed: int, log=print) -> PreparedPairs:
     return PreparedPairs(train, held, report)
 
 
-def prepare_prompts(data, tokenizer, log=print) -> tuple[list[tuple[tuple[Message, ...], list[int]]], dict]:
-    """Load the prompts of a `PromptDataConfig` as `(messages, ids)`; prompts over max_prompt_length are dropped
-    and counted."""
-    loaded = _load(data.files, data.format, data.skip_invalid, log, kind="prompts")
-    convs = loaded.examples[: data.max_prompts] if data.max_prompts else loaded.examples
-    messages = [c.messages for c in convs]
-    ids = prompt_ids(tokenizer, messages)
-    kept = [(m, i) for m, i in zip(messages, ids) if len(i) <= data.max_prompt_length]
-    too_long = len(ids) - len(kept)
+Prompt = tuple[tuple[Message, ...], list[int]]
+
+
+def prepare_prompts(data, tokenizer, seed: int, log=print) -> tuple[list[Prompt], list[Prompt], dict]:
+    """Load the prompts of a `PromptDataConfig` as `(messages, ids)`, split into training and held-out prompts
+    (`eval_files`, else a seeded `eval_fraction` of the distinct prompts); prompts over max_prompt_length are
+    dropped and counted.
+
+    Returns:
+        (train, held_out, report)
+    """
+    sets, reports = [], []
+    for held_out, files in enumerate((data.files, data.eval_files)):
+        if not files:
+            sets.append([])
+            continue
+        loaded = _load(files, data.format, data.skip_invalid, log, kind="prompts")
+        convs = loaded.examples[: data.max_prompts] if data.max_prompts and not held_out else loaded.examples
+        messages = [c.messages for c in convs]
+        ids = prompt_ids(tokenizer, messages)
+        kept = [(m, i) for m, i in zip(messages, ids) if len(i) <= data.max_prompt_length]
+        sets.append(kept)
+        reports.append((loaded, len(ids) - len(kept)))
+    train, held = sets
+    if not data.eval_files:
+        train, held = split_held_out(train, lambda p: tuple(p[1]), data.eval_fraction, seed)
+    too_long = sum(n for _, n in reports)
     if too_long:
         log(f"skipped {too_long} prompt(s) longer than data.max_prompt_length={data.max_prompt_length}")
-    if not kept:
-        raise ValueError("no prompt left: every prompt is invalid or longer than data.max_prompt_length")
+    if not train:
+        raise ValueError("no prompt left to train on: every prompt is invalid or longer than data.max_prompt_length")
+    loads = [r for r, _ in reports]
     report = {
-        "files": loaded.formats_per_file,
-        "skipped_records_per_kind": dict(loaded.problems_per_kind),
-        "skipped_records": [str(p) for p in loaded.problems],
-        "ignored_fields": {name: len(where) for name, where in loaded.ignored.items()},
+        "files": {k: v for r in loads for k, v in r.formats_per_file.items()},
+        "skipped_records_per_kind": dict(sum((r.problems_per_kind for r in loads), Counter())),
+        "skipped_records": [str(p) for r in loads for p in r.problems],
+        "ignored_fields": dict(sum((Counter({n: len(w) for n, w in r.ignored.items()}) for r in loads), Counter())),
         "prompts_too_long": too_long,
-        "prompts": len(kept),
+        "prompts": len(train),
+        "eval_prompts": len(held),
     }
-    return kept, report
+    log(f"prompts: {len(train):,} train, {len(held):,} held out")
+    return train, held, report

@@ -33,6 +33,7 @@ from kotune.common.outputs import METRICS_JSONL
 from kotune.models.load import load_tokenizer
 from kotune.preference import ppo_math as pm
 from kotune.preference.config import PPOConfig
+from kotune.preference.heldout import compare, rollout_values, summary_line
 from kotune.preference.models import (
     check_lora_start,
     disable_dropout,
@@ -213,6 +214,15 @@ def update(cfg: PPOConfig, models: PPOModels, exp: Experience, optimizers, autoc
     return {k: sum(v) / len(v) for k, v in stats.items()}
 
 
+def _scheduler(cfg: PPOConfig, optimizer, steps: int):
+    """train.lr_scheduler with train.warmup_ratio over the PPO steps (one scheduler step per rollout batch)."""
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup"}.get(cfg.train.lr_scheduler, cfg.train.lr_scheduler)
+    return get_scheduler(name, optimizer, num_warmup_steps=round(cfg.train.warmup_ratio * steps),
+                         num_training_steps=steps)
+
+
 def _prompt_stream(n: int, batch: int, seed: int):
     """Prompt indices, reshuffled each pass, `batch` at a time."""
     g = torch.Generator().manual_seed(seed)
@@ -231,7 +241,8 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
         models: already built models (tests, notebooks); every guard still applies to them.
 
     Outputs: the actor (model, or LoRA adapter) with the tokenizer and its chat_template, critic/ (value model),
-    ppo_report.json (data counts, reward-model checks, first/last step), metrics.jsonl, curves.png, config.yaml.
+    ppo_report.json (data counts, reward-model checks, first/last step, held-out reward and KL before and after),
+    metrics.jsonl, curves.png, config.yaml.
     """
     if cfg.algo != "ppo":
         from kotune.preference.online import run_online
@@ -239,11 +250,15 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
         return run_online(cfg, log)
     if launch_world_size() > 1:
         raise ValueError(cfg.multi_process_error())
+    if cfg.train.gradient_checkpointing:
+        raise ValueError("train.gradient_checkpointing: algo ppo does not checkpoint activations (its models fit "
+                         "on one device by design); use method=lora, or algo=rloo / grpo, which do")
     check_lora_start(cfg.model, cfg.method)
     ctx = start_stage(cfg, "ppo", log)
     out, precision, device, tokenizer = ctx.out, ctx.precision, ctx.device, ctx.tokenizer
     _check_tokenizer(tokenizer, cfg.reward_model, cfg.trust_remote_code)
-    prompts, data_report = prepare_prompts(cfg.data, tokenizer, log)
+    prompts, held, data_report = prepare_prompts(cfg.data, tokenizer, cfg.train.seed, log)
+    steps = cfg.train.total_steps(len(prompts), cfg.ppo.rollout_batch_size)
     models = models or build_models(cfg, device)
     check_models(models)
     probe_extra = [ids for _, ids in prompts[:2]]  # prompts alone: a probe even without reward_probe.json
@@ -259,22 +274,34 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
         return nullcontext()
 
     actor_opt = torch.optim.AdamW([p for p in models.actor.parameters() if p.requires_grad],
-                                  lr=cfg.train.actor_learning_rate, weight_decay=cfg.train.weight_decay)
+                                  lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     critic_opt = torch.optim.AdamW([p for p in models.critic.parameters() if p.requires_grad],
                                    lr=cfg.train.critic_learning_rate, weight_decay=cfg.train.weight_decay)
+    schedulers = [_scheduler(cfg, opt, steps) for opt in (actor_opt, critic_opt)]
+
+    def heldout_values() -> dict[str, list[float]] | None:
+        if not held:
+            return None
+        return rollout_values(models.actor, lambda b: _ref_logprobs(models, b, cfg.generation.temperature),
+                              models.reward, [ids for _, ids in held], cfg.generation, tokenizer, seed=cfg.train.seed,
+                              batch_size=cfg.ppo.rollout_batch_size, autocast=autocast)
+
+    before = heldout_values()
     metrics = MetricsLog(out / METRICS_JSONL)
     tracking = Tracking(cfg.train.report_to, out, cfg)  # train.report_to, through accelerate's trackers
     stream = _prompt_stream(len(prompts), cfg.ppo.rollout_batch_size, cfg.train.seed)
-    log(f"ppo: {cfg.train.steps} steps x {cfg.ppo.rollout_batch_size} prompts ({len(prompts):,} prompts), "
+    log(f"ppo: {steps} steps x {cfg.ppo.rollout_batch_size} prompts ({len(prompts):,} prompts), "
         f"method {cfg.method}, {precision}, {device}")
     from tqdm.auto import tqdm
 
     rows = []
     started = time.perf_counter()
-    for step in tqdm(range(cfg.train.steps), desc="ppo", unit="step"):
+    for step in tqdm(range(steps), desc="ppo", unit="step"):
         batch_prompts = [prompts[i][1] for i in next(stream)]
         exp = rollout(cfg, models, batch_prompts, tokenizer, autocast, first=step == 0)
         stats = update(cfg, models, exp, (actor_opt, critic_opt), autocast, first=step == 0)
+        for scheduler in schedulers:
+            scheduler.step()
         row = {
             "step": step + 1, "reward": float(exp.scores.mean()), "reward_std": float(exp.scores.std(correction=0)),
             "kl": float(exp.kl.sum(1).mean()), "non_score_reward": float(-cfg.ppo.kl_coef * exp.kl.sum(1).mean()),
@@ -284,7 +311,7 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
         if not all(math.isfinite(v) for v in row.values()):
             raise FloatingPointError(f"non-finite PPO statistics at step {step + 1}: {row}; lower the learning rates")
         rows.append(row)
-        if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
+        if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps:
             metrics.write(row)
             tracking.log(row)
     tracking.finish()
@@ -292,10 +319,15 @@ def run(cfg: PPOConfig, log=print, *, models: PPOModels | None = None) -> Path:
     # The reward model must not have moved during training (shared weights, an optimizer over the wrong params).
     end_check = check_reward_model(models.reward, cfg.reward_model, trust_remote_code=cfg.trust_remote_code,
                                    extra_sequences=probe_extra, dtype=reward_dtype)
+    heldout = None
+    if before is not None:
+        heldout = compare(before, heldout_values(), before_is=f"{cfg.model} (the reference)", seed=cfg.train.seed)
+        log(summary_line(heldout))
     models.critic.save_pretrained(out / "critic", safe_serialization=True)
     tokenizer.save_pretrained(out / "critic")
     report = {"template": ctx.template, "data": data_report, "reward_model_check": reward_check,
-              "reward_model_check_end": end_check, "first_step": rows[0], "last_step": rows[-1]}
+              "reward_model_check_end": end_check, "first_step": rows[0], "last_step": rows[-1],
+              "heldout": heldout}
     finish_stage(ctx, models.actor, curves=CURVES, title=f"PPO from {cfg.model}", report=report,
                  adapter=cfg.method == "lora")
     log(f"reward {rows[0]['reward']:.4f} -> {rows[-1]['reward']:.4f}, KL to reference {rows[0]['kl']:.4f} -> "

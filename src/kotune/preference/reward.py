@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from kotune.preference.config import RewardConfig
+from kotune.preference.heldout import compare, reward_values, summary_line
 from kotune.preference.models import head_names, load_scalar_model
 from kotune.preference.pairs import prepare_pairs
 from kotune.preference.scoring import (
     PROBE_FILE,
     RewardModelError,
     load_reward_model,
-    pairwise_accuracy,
     score_sequences,
     write_probe,
 )
@@ -58,8 +58,8 @@ def run(cfg: RewardConfig, log=print) -> Path:
     """Train, evaluate on held-out pairs, save, and verify the saved reward model; returns the output folder.
 
     Outputs: model.safetensors + config.json (backbone and head), tokenizer with the SFT chat_template,
-    reward_probe.json, reward_report.json (pair counts, skipped pairs per reason, held-out accuracy before and
-    after), metrics.jsonl, curves.png and config.yaml.
+    reward_probe.json, reward_report.json (pair counts, skipped pairs per reason, held-out accuracy and margin before and
+    after with intervals), metrics.jsonl, curves.png and config.yaml.
     """
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
@@ -71,7 +71,7 @@ def run(cfg: RewardConfig, log=print) -> Path:
     log(f"reward head: new ({', '.join(missing)})" if missing else "reward head: continuing from the checkpoint's head")
     model.config.pad_token_id = tokenizer.pad_token_id
     probe_pairs = data.eval or data.train
-    before = pairwise_accuracy(model.to(device), data.eval, tokenizer.pad_token_id)
+    before = reward_values(model.to(device), data.eval, tokenizer.pad_token_id) if data.eval else None
 
     args = training_args(TRLRewardConfig, cfg.train, out / "trainer", precision, max_length=None,
                          center_rewards_coefficient=cfg.center_rewards_coefficient, disable_dropout=True)
@@ -89,7 +89,10 @@ def run(cfg: RewardConfig, log=print) -> Path:
     if cfg.method == "lora":
         model = model.merge_and_unload()  # one plain model: backbone and head load together, no PEFT needed
     model = model.float().eval()
-    after = pairwise_accuracy(model, data.eval, tokenizer.pad_token_id)
+    heldout = None
+    if before is not None:
+        heldout = compare(before, reward_values(model, data.eval, tokenizer.pad_token_id),
+                          before_is=f"{cfg.model} with its new head", seed=cfg.train.seed)
     probe = _probe_sequences(probe_pairs, cfg.probe_size)
     probe_scores = score_sequences(model, probe, tokenizer.pad_token_id)
 
@@ -97,12 +100,11 @@ def run(cfg: RewardConfig, log=print) -> Path:
         write_probe(out / PROBE_FILE, probe, probe_scores)
         return {"reload_max_score_diff": _verify_saved(out, probe, probe_scores, cfg.trust_remote_code, device)}
 
-    report = {"template": ctx.template, "data": data.report, "head": head_names(model), "heldout_before": before,
-              "heldout_after": after, "train_log": metrics.rows[-1] if metrics.rows else None}
+    report = {"template": ctx.template, "data": data.report, "head": head_names(model), "heldout": heldout,
+              "train_log": metrics.rows[-1] if metrics.rows else None}
     finish_stage(ctx, model, curves=CURVES, title=f"reward model from {cfg.model}", report=report, after_save=check_saved)
-    if after["accuracy"] is not None:
-        log(f"held-out pairwise accuracy: {before['accuracy']:.3f} before -> {after['accuracy']:.3f} after "
-            f"({after['pairs']} pairs, margin {after['margin']:.3f})")
+    if heldout:
+        log(summary_line(heldout))
     log(f"saved reward model (backbone + head) to {out}; reload scores match")
     return out
 

@@ -49,21 +49,6 @@ def score_sequences(model, sequences: list[list[int]], pad_id: int, batch_size: 
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def pairwise_accuracy(model, pairs, pad_id: int, batch_size: int = 16) -> dict:
-    """Fraction of pairs whose chosen reply scores higher than the rejected one, and the mean margin."""
-    if not pairs:
-        return {"accuracy": None, "margin": None, "pairs": 0}
-    chosen = score_sequences(model, [p.chosen_sequence for p in pairs], pad_id, batch_size)
-    rejected = score_sequences(model, [p.rejected_sequence for p in pairs], pad_id, batch_size)
-    return {
-        "accuracy": float((chosen > rejected).float().mean()),
-        "margin": float((chosen - rejected).mean()),
-        "chosen": float(chosen.mean()),
-        "rejected": float(rejected.mean()),
-        "pairs": len(pairs),
-    }
-
-
 def write_probe(path: str | Path, sequences: list[list[int]], scores: torch.Tensor) -> None:
     Path(path).write_text(json.dumps({"input_ids": sequences, "scores": scores.tolist()}))
 

@@ -78,7 +78,7 @@ def check_optimisation(cfg) -> None:
 
 @dataclass
 class OptimConfig:
-    """The optimisation section of the stages trained by batches of examples (SFT, pre-training, reward, DPO)."""
+    """The optimisation section of every training stage (SFT, pre-training, reward, DPO; PPO/RLOO/GRPO extend it)."""
 
     epochs: float = opt(3.0, "passes over the data (Alpaca: 3)")
     max_steps: int | None = opt(None, "stop after this many optimizer steps (overrides epochs)")

@@ -39,7 +39,12 @@ def test_dpo_loss_falls_and_margin_grows(sft_neox, toy_pairs, tmp_path):
     assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"] + 0.5
     report = json.loads((out / "dpo_report.json").read_text())
     assert report["data"]["skipped_records_per_kind"] == {"empty": 1, "identical_pair": 1}
-    assert report["heldout"]["eval_rewards/margins"] > 0  # prompts it never trained on
+    assert report["trl_heldout"]["eval_rewards/margins"] > 0  # prompts it never trained on
+    # kotune's own held-out figures: before is the SFT model, the frozen reference itself
+    heldout = report["heldout"]
+    assert heldout["examples"] == report["data"]["eval_pairs"] > 0 and "reference" in heldout["before_is"]
+    assert set(heldout["figures"]) == {"accuracy", "margin", "chosen_logprob"}
+    assert heldout["figures"]["margin"]["difference"]["value"] > 0
     assert (out / "curves.png").is_file()
     AutoModelForCausalLM.from_pretrained(out)  # a plain transformers model
 
@@ -69,8 +74,12 @@ def test_other_trl_preference_losses_train(sft_neox, toy_pairs, tmp_path, algo):
                          "train.learning_rate=1e-3", "data.eval_fraction=0.25"), log=lambda *_: None)
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
-    heldout = json.loads((out / "dpo_report.json").read_text())["heldout"]
-    assert torch.isfinite(torch.tensor(heldout["eval_loss"]))
+    report = json.loads((out / "dpo_report.json").read_text())
+    assert torch.isfinite(torch.tensor(report["trl_heldout"]["eval_loss"]))
+    # the same figures for every loss type, measured by kotune
+    figures = report["heldout"]["figures"]
+    assert set(figures) == {"accuracy", "margin", "chosen_logprob"}
+    assert all(math.isfinite(f[when]["value"]) for f in figures.values() for when in ("before", "after", "difference"))
     sft = AutoModelForCausalLM.from_pretrained(sft_neox)
     trained = AutoModelForCausalLM.from_pretrained(out)
     assert any(not torch.equal(a, b) for a, b in zip(sft.parameters(), trained.parameters()))

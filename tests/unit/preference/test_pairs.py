@@ -147,6 +147,7 @@ def test_ppo_prompts_may_carry_a_conversation(tok, tmp_path):
               {"role": "assistant", "content": "네."}, {"role": "user", "content": "이름은?"}]
     path = tmp_path / "prompts.jsonl"
     path.write_text(json.dumps({"prompt": prompt}, ensure_ascii=False) + "\n", encoding="utf-8")
-    ((messages, ids),), _ = prepare_prompts(PromptDataConfig(files=[str(path)]), tok, log=lambda *_: None)
+    ((messages, ids),), held, _ = prepare_prompts(PromptDataConfig(files=[str(path)]), tok, 0, log=lambda *_: None)
+    assert held == []  # one prompt: nothing to hold out
     assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
     assert tok.decode(ids) == tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)

@@ -36,13 +36,13 @@ def ppo_config(model, rm, prompts, out, *overrides):
     return load_config(PPOConfig, None, [
         f"model={model}", f"reward_model={rm}", f"output_dir={out}", f"data.files=[{prompts}]",
         "generation.max_new_tokens=8", "ppo.rollout_batch_size=8", "ppo.mini_batch_size=4", "ppo.ppo_epochs=2",
-        "ppo.kl_coef=0.02", "train.actor_learning_rate=1e-3", "train.critic_learning_rate=1e-3", "train.steps=2",
+        "ppo.kl_coef=0.02", "train.learning_rate=1e-3", "train.critic_learning_rate=1e-3", "train.max_steps=2",
         *overrides,
     ])
 
 
 def test_ppo_raises_the_reward_and_moves_away_from_the_reference(toy_sft, toy_rm, toy_prompts, tmp_path):
-    out = run(ppo_config(toy_sft, toy_rm, toy_prompts, tmp_path / "ppo", "train.steps=20", "ppo.rollout_batch_size=16",
+    out = run(ppo_config(toy_sft, toy_rm, toy_prompts, tmp_path / "ppo", "train.max_steps=20", "ppo.rollout_batch_size=16",
                          "ppo.mini_batch_size=8", "generation.max_new_tokens=16"), **QUIET)
     rows = read_metrics(out / "metrics.jsonl")
     rewards = [r["reward"] for r in rows]
@@ -54,9 +54,17 @@ def test_ppo_raises_the_reward_and_moves_away_from_the_reference(toy_sft, toy_rm
     assert rows[0]["policy_grad_norm"] > 0 and rows[0]["value_loss"] > 0
     report = json.loads((out / "ppo_report.json").read_text())
     assert report["reward_model_check"]["max_diff_vs_loaded_alone"] == 0
+    figures = report["heldout"]["figures"]  # TRL holds the frozen reference (kl_coef > 0): KL is measured too
+    assert set(figures) == {"reward", "kl"} and figures["kl"]["before"]["value"] == 0
     assert report["reward_model_check_end"]["max_diff_vs_loaded_alone"] == 0  # the reward model never moved
     for name in ("curves.png", "model.safetensors", "critic/model.safetensors", "config.yaml"):
         assert (out / name).is_file(), name
+    # Held-out prompts (a tenth of the 32, seeded): replies sampled with a fixed seed before and after training
+    heldout = report["heldout"]
+    assert heldout["examples"] == report["data"]["eval_prompts"] == 3 and report["data"]["prompts"] == 29
+    kl = heldout["figures"]["kl"]
+    assert abs(kl["before"]["value"]) <= kl_at_reference_tolerance({"response_length": 16}, 16)  # actor == reference
+    assert kl["after"]["value"] > 0 and set(heldout["figures"]) == {"reward", "kl"}
     actor = AutoModelForCausalLM.from_pretrained(out)
     sft = AutoModelForCausalLM.from_pretrained(toy_sft)
     assert any(not torch.equal(a, b) for a, b in zip(actor.parameters(), sft.parameters()))
@@ -116,7 +124,7 @@ def test_lora_actor_uses_the_sft_model_as_reference(toy_sft, toy_rm, toy_prompts
     from peft import PeftModel
 
     out = run(ppo_config(toy_sft, toy_rm, toy_prompts, tmp_path / "lora", "method=lora", "lora.r=4",
-                         "train.actor_learning_rate=1e-2", "train.steps=1", "train.report_to=[tensorboard]"), **QUIET)
+                         "train.learning_rate=1e-2", "train.max_steps=1", "train.report_to=[tensorboard]"), **QUIET)
     rows = read_metrics(out / "metrics.jsonl")
     scalars = tensorboard_scalars(out / "tensorboard")  # PPO's own loop logs through accelerate's trackers
     assert scalars["reward"] == as_float32(rows, "reward") and scalars["kl"] == as_float32(rows, "kl")
@@ -138,6 +146,8 @@ def test_trl_online_algorithms_use_the_checked_reward_model(toy_sft, toy_rm, toy
     assert len(rows) == 2 and rows[0]["kl"] == 0 and rows[0]["reward_std"] > 0
     report = json.loads((out / "ppo_report.json").read_text())
     assert report["reward_model_check"]["max_diff_vs_loaded_alone"] == 0
+    figures = report["heldout"]["figures"]  # TRL holds the frozen reference (kl_coef > 0): KL is measured too
+    assert set(figures) == {"reward", "kl"} and figures["kl"]["before"]["value"] == 0
     AutoModelForCausalLM.from_pretrained(out)
 
 
@@ -146,3 +156,19 @@ def test_trl_online_guard_fires_when_no_completion_is_told_apart(toy_sft, toy_rm
     with pytest.raises(PPOSetupError, match="every advantage is 0"):
         run(ppo_config(toy_sft, flat, toy_prompts, tmp_path / "rloo_flat", "algo=rloo", "ppo.num_generations=4",
                        "ppo.ppo_epochs=1"), **QUIET)
+
+
+def test_optimisation_section_is_the_shared_one_and_reads_the_old_names():
+    from kotune.training.config import OptimConfig
+
+    base = ["model=m", "reward_model=r", "output_dir=o", "data.files=[p]"]
+    cfg = load_config(PPOConfig, None, [*base, "train.steps=7", "train.actor_learning_rate=3e-4"])
+    assert isinstance(cfg.train, OptimConfig)
+    assert (cfg.train.max_steps, cfg.train.learning_rate, cfg.train.steps, cfg.train.actor_learning_rate) == (7, 3e-4, None, None)
+    assert cfg.train.total_steps(100, 8) == 7
+    fresh = load_config(PPOConfig, None, [*base, "train.epochs=2"])
+    assert fresh.train.learning_rate == 1e-6 and fresh.train.total_steps(100, 8) == 25  # 2 passes over 100 prompts
+    with pytest.raises(ValueError, match="steps is the old name of max_steps; give only max_steps"):
+        load_config(PPOConfig, None, [*base, "train.steps=7", "train.max_steps=8"])
+    with pytest.raises(ValueError, match="not read by ppo/rloo/grpo; set ppo.rollout_batch_size"):
+        load_config(PPOConfig, None, [*base, "train.global_batch_size=8"])

@@ -44,7 +44,7 @@ def test_ppo_bf16_samples_under_the_training_autocast(toy_sft, toy_rm, toy_promp
 
     monkeypatch.setattr(ppo, "sample_replies", recording)
     out = ppo.run(ppo_config(toy_sft, toy_rm, toy_prompts, tmp_path / "bf16", "train.precision=bf16",
-                             "train.steps=1"), log=lambda *_: None)
+                             "train.max_steps=1"), log=lambda *_: None)
     assert seen == [True]
     assert (out / "model.safetensors").is_file()
 

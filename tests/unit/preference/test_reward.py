@@ -15,10 +15,13 @@ from .conftest import reward_config
 
 def test_reward_model_learns_a_separable_set_and_reports_it(toy_rm):
     report = json.loads((toy_rm / "reward_report.json").read_text())
-    before, after = report["heldout_before"], report["heldout_after"]
-    assert after["pairs"] >= 10
-    assert after["accuracy"] >= 0.9 and after["accuracy"] > before["accuracy"]  # chance is 0.5
-    assert after["margin"] > 0
+    heldout = report["heldout"]
+    accuracy, margin = heldout["figures"]["accuracy"], heldout["figures"]["margin"]
+    assert heldout["examples"] >= 10 and accuracy["after"]["n"] == heldout["examples"]
+    assert accuracy["after"]["value"] >= 0.9 and accuracy["after"]["value"] > accuracy["before"]["value"]  # chance: 0.5
+    assert margin["after"]["value"] > 0
+    assert heldout["changed"] and accuracy["difference"]["low"] > 0  # measurably better, not only by its point value
+    assert accuracy["after"]["low"] <= accuracy["after"]["value"] <= accuracy["after"]["high"]
     # The two broken records of the toy file are counted by kind, not silently dropped.
     assert report["data"]["skipped_records_per_kind"] == {"empty": 1, "identical_pair": 1}
     losses = [r["loss"] for r in read_metrics(toy_rm / "metrics.jsonl")]
