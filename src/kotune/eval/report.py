@@ -77,15 +77,18 @@ def limit_note(limit: int | None) -> str | None:
             "comparable with the published ones.")
 
 
+def _console(tables: list[str], settings: dict) -> str:
+    """The console tables, then the note a `--limit` calls for."""
+    note = limit_note(settings.get("limit"))
+    return "\n".join([*tables, f"\nnote: {note}"] if note else tables)
+
+
 def kobest_console_table(data: dict) -> str:
     parts = []
     for k in data["settings"]["shots"]:
         for metric, title in (("f1", "macro-F1"), ("acc", "accuracy (acc_norm for HellaSwag)")):
             parts.append(f"\nKoBEST {k}-shot, {title}\n" + _text_table(_kobest_headers(data), kobest_rows(data, k, metric)))
-    note = limit_note(data["settings"].get("limit"))
-    if note:
-        parts.append(f"\nnote: {note}")
-    return "\n".join(parts)
+    return _console(parts, data["settings"])
 
 
 def kobest_markdown(data: dict, chart: str | None) -> str:
@@ -191,10 +194,7 @@ def lm_eval_console_table(data: dict) -> str:
              for k in data["settings"]["shots"]]
     if data["settings"].get("skipped"):
         parts.append("\nskipped YAMLs: " + "; ".join(data["settings"]["skipped"]))
-    note = limit_note(data["settings"].get("limit"))
-    if note:
-        parts.append(f"\nnote: {note}")
-    return "\n".join(parts)
+    return _console(parts, data["settings"])
 
 
 def lm_eval_markdown(data: dict, chart: str | None) -> str:
