@@ -150,10 +150,7 @@ def plot_kobest(data: dict, png: Path) -> Path:
         ax2.set_title("average over tasks")
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _saved(fig, png)
 
 
 # ------------------------------------------------------------------------------------------ any lm-eval task
@@ -236,10 +233,7 @@ def plot_lm_eval(data: dict, png: Path) -> Path:
     ax.set_title(f"lm-eval {first}-shot")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _saved(fig, png)
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -335,10 +329,7 @@ def plot_generation(data: dict, png: Path) -> Path:
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _saved(fig, png)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -351,6 +342,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _saved(fig, png: Path) -> Path:
+    """Write a chart at the report's one resolution and close it (pyplot keeps every open figure until then)."""
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    _pyplot().close(fig)
+    return png
 
 
 def write_report(out: str | Path) -> Path:
