@@ -83,39 +83,6 @@ def _recipe_stage(sub, name: str, help: str, config_path: str, run_path: str) ->
     p.set_defaults(handler=handler, command_parser=p)
 
 
-def _data_commands(sub) -> None:
-    data = sub.add_parser("data", help="check, preview and deduplicate training data")
-    dsub = data.add_subparsers(dest="data_command", required=True, metavar="{check,preview,dedup}")
-
-    check = dsub.add_parser("check", help="validate data files: counts per format and problem, every problem as FILE:LINE: field: reason")
-    check.add_argument("files", nargs="+")
-    check.add_argument("--format", default=None, help="force a format instead of detecting it")
-    check.set_defaults(handler=lambda a: resolve_name("kotune.data.check.run")(a.files, a.format))
-
-    preview = dsub.add_parser("preview", help="show training text with trained spans marked, as the trainer sees it")
-    preview.add_argument("recipe")
-    preview.add_argument("overrides", nargs="*")
-    preview.add_argument("--limit", type=int, default=3, help="how many examples (default 3)")
-    preview.add_argument("--json", action="store_true", help='one JSON object per example: {"text", "input_ids", "labels"}')
-    preview.set_defaults(command_parser=preview, handler=lambda a: resolve_name("kotune.sft.preview.run")(
-        a.recipe, a.overrides, a.limit, a.json))
-
-    _config_command(dsub, "dedup", "drop near-duplicate instructions (character ROUGE-L F above the threshold, "
-                    "Alpaca's rule) and report every dropped pair", "kotune.data.dedup.DedupConfig", "kotune.data.dedup.run")
-
-
-def _plan_command(sub) -> None:
-    plan = sub.add_parser("plan", help="per-GPU memory of a training recipe per engine (single, DDP, FSDP2, ZeRO-2/3), "
-                                       "whether it fits, and what to change if not; offline, no GPU needed")
-    plan.add_argument("recipe", help="a training recipe (sft, pretrain, reward, dpo, ppo) or a pipeline recipe")
-    plan.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method=lora model=EleutherAI/polyglot-ko-1.3b")
-    plan.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs to train on (default 1)")
-    plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GiB", help="memory of each GPU (default 80)")
-    plan.add_argument("--json", action="store_true", help="the plan as JSON")
-    plan.set_defaults(command_parser=plan, handler=lambda a: resolve_name("kotune.plan.report.run")(
-        a.recipe, a.overrides, a.gpus, a.gpu_memory, a.json))
-
-
 def _config_command(sub, name: str, help: str, config_path: str, run_path: str) -> None:
     """A command whose options are a config dataclass: one flag per field, then `run(cfg)`."""
     from kotune.common.options import add_flags
@@ -135,6 +102,13 @@ def _config_command(sub, name: str, help: str, config_path: str, run_path: str) 
 # Commands that are not recipe stages: group -> (group help, {command: (help, config dataclass, run function)}).
 # Their flags come from the dataclass (kept light: building `kotune --help` imports it, never torch).
 COMMANDS: dict[str | None, tuple[str | None, dict[str, tuple[str, str, str]]]] = {
+    "data": ("check, preview and deduplicate training data", {
+        "check": ("validate data files: counts per format and problem, every problem as FILE:LINE: field: reason",
+                  "kotune.data.check.CheckConfig", "kotune.data.check.command"),
+        "preview": ("show training text with trained spans marked, as the trainer sees it",
+                    "kotune.sft.config.PreviewConfig", "kotune.sft.preview.run"),
+        "dedup": ("drop near-duplicate instructions (character ROUGE-L F above the threshold, Alpaca's rule) and "
+                  "report every dropped pair", "kotune.data.dedup.DedupConfig", "kotune.data.dedup.run")}),
     "model": ("build local models", {
         "tiny": ("train a Korean byte-level BPE tokenizer and save a tiny random model (tests, quickstart)",
                  "kotune.models.tiny.TinyConfig", "kotune.models.tiny.run")}),
@@ -157,6 +131,8 @@ COMMANDS: dict[str | None, tuple[str | None, dict[str, tuple[str, str, str]]]] =
                   "cached): win/tie/loss and win rate with 95% intervals", "kotune.eval.config.JudgeConfig",
                   "kotune.eval.judge.run")}),
     None: (None, {
+        "plan": ("per-GPU memory of a training recipe per engine (single, DDP, FSDP2, ZeRO-2/3), whether it fits, and "
+                 "what to change if not; offline, no GPU needed", "kotune.plan.report.PlanConfig", "kotune.plan.report.run"),
         "chat": ("multi-turn chat in the terminal, streamed (/reset, /system TEXT, /exit)",
                  "kotune.serve.config.ChatConfig", "kotune.serve.chat_cli.run"),
         "serve": ("OpenAI-compatible API (/v1/chat/completions, streaming) and a chat page at /",
@@ -185,8 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, (help, config_path, run_path) in RECIPE_STAGES.items():
         _recipe_stage(sub, name, help, config_path, run_path)
-    _data_commands(sub)
-    _plan_command(sub)
     _config_commands(sub)
     return parser
 

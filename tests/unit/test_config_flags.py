@@ -33,7 +33,7 @@ COMMANDS = _config_commands(cli.build_parser())
 def test_every_command_that_is_not_a_recipe_stage_is_built_from_a_config():
     assert {" ".join(words) for words, _ in COMMANDS} == {
         "tokenizer train", "eval kobest", "eval lm-eval", "eval generate", "eval judge", "chat", "serve", "model tiny", "lora merge",
-        "data dedup"}
+        "data dedup", "data check", "data preview", "plan"}
 
 
 def _changed(name: str, tp, default):
@@ -64,6 +64,8 @@ def _changed(name: str, tp, default):
 def _argv(f: dataclasses.Field, value) -> list[str]:
     flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
     required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    if f.metadata.get("cli") == "rest":  # trailing positionals (key=value overrides)
+        return list(map(str, value))
     if required and f.metadata.get("cli") != "flag":
         return list(map(str, value)) if isinstance(value, list) else [str(value)]
     if value is True:

@@ -16,6 +16,26 @@ import random
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from kotune.common.options import opt
+
+
+@dataclass(kw_only=True)
+class EndpointRetries:
+    """How a client of an OpenAI-compatible endpoint paces and retries its requests: the same recipe keys, flat, in
+    every config that asks one (selfinstruct's `teacher`, the judge's). Subclasses call `super().__post_init__()`."""
+
+    concurrency: int = opt(4, "requests in flight at once, per endpoint")
+    timeout_s: float = opt(300.0, "seconds to wait for one reply before retrying")
+    max_retries: int = opt(5, "retries of one request after a timeout, connection error, 429, 5xx or unreadable reply")
+    backoff_s: float = opt(1.0, "first retry delay; doubled each retry (with jitter), or the server's Retry-After")
+    max_backoff_s: float = opt(60.0, "longest delay between retries")
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency: must be at least 1, got {self.concurrency}")
+        if self.max_retries < 0 or self.backoff_s < 0 or self.max_backoff_s < self.backoff_s or self.timeout_s <= 0:
+            raise ValueError("max_retries and backoff_s must be >= 0, max_backoff_s >= backoff_s, timeout_s > 0")
+
 
 class EndpointSettings(Protocol):
     """What the client reads from its config (selfinstruct's `TeacherConfig`, the judge's endpoints)."""

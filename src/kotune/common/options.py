@@ -23,14 +23,15 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, cli: str | None = None,
-        **kw: Any) -> Any:
+        metavar: str | None = None, **kw: Any) -> Any:
     """A dataclass field with a help text shown by `kotune <stage> --help` (and as its flag's help).
 
     `flag` names the command-line flag when it is not `--field-name`; `cli` says how `add_flags` reads the field:
     "flag" (a required field given as a flag, not a positional), "comma" (a list as `a,b,c`), "repeat" (a list
-    as a repeated flag); by default a required field is positional and a list takes several values.
+    as a repeated flag), "rest" (a list taking the trailing positionals, e.g. `key=value` overrides); by default a
+    required field is positional and a list takes several values. `metavar` names the flag's value in `--help`.
     """
-    metadata = {"help": help, "flag": flag, "cli": cli}
+    metadata = {"help": help, "flag": flag, "cli": cli, "metavar": metavar}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         value = default
         return dataclasses.field(default_factory=lambda: copy.deepcopy(value), metadata=metadata, **kw)
@@ -209,6 +210,8 @@ def add_flags(parser: Any, cls: type) -> None:
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help = f"{help} (default {shown})"
         kw: dict[str, Any] = {"help": help.replace("%", "%%")}
+        if f.metadata.get("metavar"):
+            kw["metavar"] = f.metadata["metavar"]
         union = get_origin(tp) in (typing.Union, types.UnionType)
         args = [a for a in get_args(tp) if a is not type(None)] if union else [tp]
         base = args[0] if len(args) == 1 else str  # `int | str` (a number or `auto`) is read as text, checked by cls
@@ -218,6 +221,9 @@ def add_flags(parser: Any, cls: type) -> None:
                 kw.update(type=_comma_list(item), metavar=f.name.upper().rstrip("S") + ",...")
             elif style == "repeat":
                 kw.update(action="append", type=item, metavar=f.name.upper().rstrip("S"))
+            elif style == "rest":  # a positional that may be empty; argparse wants a default for that
+                parser.add_argument(f.name, nargs="*", type=item, default=default, **kw)
+                continue
             else:
                 kw.update(nargs="+" if required else "*", type=item)
         elif base is bool:

@@ -4,9 +4,24 @@ where a line holds several records)."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
+from kotune.common.options import opt
 from kotune.data.formats import FORMATS
 from kotune.data.loading import LoadResult, load_file
+
+
+@dataclass
+class CheckConfig:
+    """`kotune data check`: the files to validate."""
+
+    files: list[str] = opt(help="data files to validate")
+    format: str | None = opt(None, "force a format instead of detecting it")
+
+
+def command(cfg: CheckConfig) -> int:
+    """`kotune data check`; `run` keeps its plain signature for the pipeline and tests that call it."""
+    return run(cfg.files, cfg.format)
 
 
 def run(files: list[str], format: str | None = None, out=print) -> int:

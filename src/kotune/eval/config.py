@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from kotune.common.openai_client import EndpointRetries
 from kotune.common.options import opt
 
 from kotune.eval.kobest_reference import TASKS
@@ -184,7 +185,7 @@ def is_endpoint(spec: str) -> bool:
 
 
 @dataclass
-class JudgeSection(ModelOptions):
+class JudgeSection(ModelOptions, EndpointRetries):
     """The pipeline's `eval_judge` section: pairwise judging of chat models by an OpenAI-compatible judge."""
 
     judge_url: str = opt(help="the judge's OpenAI-compatible API root, e.g. https://api.openai.com/v1", cli="flag",
@@ -205,14 +206,10 @@ class JudgeSection(ModelOptions):
     judge_max_tokens: int = opt(1024, "token limit of each judgment (its reasoning, then the verdict)")
     parse_retries: int = opt(2, "times a judgment without a readable verdict is asked again before it counts as "
                                 "unparsed")
-    concurrency: int = opt(4, "requests in flight at once, per endpoint")
-    timeout_s: float = opt(300.0, "seconds to wait for one reply before retrying")
-    max_retries: int = opt(5, "retries of one request after a timeout, connection error, 429, 5xx or unreadable reply")
-    backoff_s: float = opt(1.0, "first retry delay; doubled each retry (with jitter), or the server's Retry-After")
-    max_backoff_s: float = opt(60.0, "longest delay between retries")
     seed: int = opt(0, "seed of the bootstrap intervals")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.judge_url.startswith(("http://", "https://")):
             raise ValueError(f"judge_url: {self.judge_url!r} is not an http(s) URL")
         if not self.judge_model.strip():
@@ -224,14 +221,12 @@ class JudgeSection(ModelOptions):
         for spec in self.endpoints:
             parse_endpoint(spec)
         for name, what in (("max_new_tokens", "tokens"), ("batch_size", "questions"), ("judge_max_tokens", "tokens"),
-                           ("concurrency", "requests"), ("limit", "questions")):
+                           ("limit", "questions")):
             _positive(name, getattr(self, name), what)
         if self.temperature < 0:
             raise ValueError(f"temperature: must be 0 (greedy) or more, got {self.temperature}")
-        if self.parse_retries < 0 or self.max_retries < 0 or self.backoff_s < 0 or self.timeout_s <= 0 \
-                or self.max_backoff_s < self.backoff_s:
-            raise ValueError("parse_retries, max_retries and backoff_s must be >= 0, max_backoff_s >= backoff_s, "
-                             "timeout_s > 0")
+        if self.parse_retries < 0:
+            raise ValueError(f"parse_retries: must be >= 0, got {self.parse_retries}")
 
 
 @dataclass

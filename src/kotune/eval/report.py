@@ -77,15 +77,18 @@ def limit_note(limit: int | None) -> str | None:
             "comparable with the published ones.")
 
 
+def _console(tables: list[str], settings: dict) -> str:
+    """The console tables, then the note a `--limit` calls for."""
+    note = limit_note(settings.get("limit"))
+    return "\n".join([*tables, f"\nnote: {note}"] if note else tables)
+
+
 def kobest_console_table(data: dict) -> str:
     parts = []
     for k in data["settings"]["shots"]:
         for metric, title in (("f1", "macro-F1"), ("acc", "accuracy (acc_norm for HellaSwag)")):
             parts.append(f"\nKoBEST {k}-shot, {title}\n" + _text_table(_kobest_headers(data), kobest_rows(data, k, metric)))
-    note = limit_note(data["settings"].get("limit"))
-    if note:
-        parts.append(f"\nnote: {note}")
-    return "\n".join(parts)
+    return _console(parts, data["settings"])
 
 
 def kobest_markdown(data: dict, chart: str | None) -> str:
@@ -147,10 +150,7 @@ def plot_kobest(data: dict, png: Path) -> Path:
         ax2.set_title("average over tasks")
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _saved(fig, png)
 
 
 # ------------------------------------------------------------------------------------------ any lm-eval task
@@ -191,10 +191,7 @@ def lm_eval_console_table(data: dict) -> str:
              for k in data["settings"]["shots"]]
     if data["settings"].get("skipped"):
         parts.append("\nskipped YAMLs: " + "; ".join(data["settings"]["skipped"]))
-    note = limit_note(data["settings"].get("limit"))
-    if note:
-        parts.append(f"\nnote: {note}")
-    return "\n".join(parts)
+    return _console(parts, data["settings"])
 
 
 def lm_eval_markdown(data: dict, chart: str | None) -> str:
@@ -236,10 +233,7 @@ def plot_lm_eval(data: dict, png: Path) -> Path:
     ax.set_title(f"lm-eval {first}-shot")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _saved(fig, png)
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -335,10 +329,7 @@ def plot_generation(data: dict, png: Path) -> Path:
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _saved(fig, png)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -351,6 +342,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _saved(fig, png: Path) -> Path:
+    """Write a chart at the report's one resolution and close it (pyplot keeps every open figure until then)."""
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    _pyplot().close(fig)
+    return png
 
 
 def write_report(out: str | Path) -> Path:

@@ -4,7 +4,9 @@ that make it fit; `--json` for machines, `markdown_table` for README's table of 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
+
+from kotune.common.options import opt
 
 from kotune.plan.memory import ENGINES, GIB, Estimate, Job, estimate
 from kotune.plan.recipe import PlannedStage, plan_recipe
@@ -128,13 +130,28 @@ def render(plan: dict) -> str:
     return "\n".join(lines)
 
 
-def run(recipe: str, overrides: list[str], gpus: int = 1, gpu_memory: float = 80.0, as_json: bool = False,
-        print_=print) -> int:
-    """Print the plan of every training job of `recipe`; exit code 0 when each fits, 1 otherwise."""
-    if gpus < 1 or gpu_memory <= 0:
-        raise ValueError("--gpus must be at least 1 and --gpu-memory positive")
-    plans = [plan_stage(s, gpus, gpu_memory) for s in plan_recipe(recipe, overrides)]
-    if as_json:
+@dataclass
+class PlanConfig:
+    """`kotune plan`: the recipe to plan and the GPUs to plan it on."""
+
+    recipe: str = opt(help="a training recipe (sft, pretrain, reward, dpo, ppo) or a pipeline recipe")
+    overrides: list[str] = opt([], "key=value overrides, e.g. method=lora model=EleutherAI/polyglot-ko-1.3b",
+                               cli="rest")
+    gpus: int = opt(1, "GPUs to train on", metavar="N")
+    gpu_memory: float = opt(80.0, "memory of each GPU", metavar="GiB")
+    as_json: bool = opt(False, "the plan as JSON", flag="--json")
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1:
+            raise ValueError(f"gpus: must be at least 1, got {self.gpus}")
+        if self.gpu_memory <= 0:
+            raise ValueError(f"gpu_memory: must be positive, got {self.gpu_memory}")
+
+
+def run(cfg: PlanConfig, print_=print) -> int:
+    """Print the plan of every training job of `cfg.recipe`; exit code 0 when each fits, 1 otherwise."""
+    plans = [plan_stage(s, cfg.gpus, cfg.gpu_memory) for s in plan_recipe(cfg.recipe, cfg.overrides)]
+    if cfg.as_json:
         print_(json.dumps(plans, indent=1))
     else:
         print_("\n\n".join(render(p) for p in plans))

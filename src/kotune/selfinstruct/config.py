@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from kotune.common.openai_client import EndpointRetries
 from kotune.common.options import opt
 
 # Instructions mentioning these ask for something a text model cannot give (pictures, sound, files, maps) or
@@ -22,7 +23,7 @@ DEFAULT_BLACKLIST_EXCEPTIONS = [
 
 
 @dataclass
-class TeacherConfig:
+class TeacherConfig(EndpointRetries):
     base_url: str = opt(help="OpenAI-compatible API root: https://api.openai.com/v1, or http://127.0.0.1:8000/v1 "
                              "for `kotune serve`")
     model: str = opt(help="model name sent with every request (for `kotune serve`: the served model's name)")
@@ -34,24 +35,17 @@ class TeacherConfig:
     temperature: float = opt(1.0, "sampling temperature (Alpaca: 1.0)")
     top_p: float = opt(1.0, "nucleus sampling (Alpaca: 1.0)")
     max_tokens: int = opt(3072, "most tokens per reply (Alpaca: 3072); a reply cut at this length loses its last task")
-    concurrency: int = opt(4, "requests in flight at once")
-    timeout_s: float = opt(300.0, "seconds to wait for one reply before retrying")
-    max_retries: int = opt(5, "retries of one request after a timeout, connection error, 429, 5xx or unreadable reply")
-    backoff_s: float = opt(1.0, "first retry delay; doubled each retry (with jitter), or the server's Retry-After")
-    max_backoff_s: float = opt(60.0, "longest delay between retries")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url: {self.base_url!r} is not an http(s) URL")
         if not self.model.strip():
             raise ValueError("model: must not be empty")
         if not 0 <= self.temperature <= 2 or not 0 < self.top_p <= 1:
             raise ValueError("temperature must be in [0, 2] and top_p in (0, 1]")
-        for name in ("max_tokens", "concurrency"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.max_retries < 0 or self.backoff_s < 0 or self.max_backoff_s < self.backoff_s or self.timeout_s <= 0:
-            raise ValueError("max_retries and backoff_s must be >= 0, max_backoff_s >= backoff_s, timeout_s > 0")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens: must be at least 1, got {self.max_tokens}")
 
 
 @dataclass

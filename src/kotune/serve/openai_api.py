@@ -28,7 +28,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -166,24 +166,31 @@ def create_app(engine: Engine, cfg: ServeConfig, checks: list | None = None) -> 
     async def models() -> p.ModelList:
         return p.ModelList(data=[p.ModelCard(id=model_id, created=created)])
 
+    async def answer(body, request: Request, ids: list[int], params: SamplingParams, texts: list[str], what: str,
+                     events: Callable[[AsyncIterator[Output]], AsyncIterator[str]]) -> Output | Response:
+        """The output a request is answered with, or the Response that answers it instead (its event stream, or 499
+        when the client left). Moderation of the user's `texts` comes first: a flagged request gets the refusal."""
+        if (await gate.decide(texts, what)).flagged:
+            out = _refusal(cfg, ids)
+            return StreamingResponse(events(_once(out)), **_SSE_HEADERS) if body.stream else out
+        gen = _submit(engine, ids, params, counters)
+        if body.stream:
+            return _SSE(events(gen), gen)
+        out = await _collect_or_cancel(gen, request)
+        if out is None:
+            return Response(status_code=499)  # nginx's "client closed request": never seen by anyone
+        _raise_if_failed(out)
+        return out
+
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
         encode = lambda: engine.encode_chat(body.message_dicts())  # noqa: E731
         ids, params = await _prepare(engine, cfg, model_id, body, encode, "messages")
         rid = p.new_id("chatcmpl")
-        user_texts = [m.text() for m in body.messages if m.role == "user"]
-        if (await gate.decide(user_texts, f"chat request {rid}")).flagged:
-            out = _refusal(cfg, ids)
-            if body.stream:
-                return StreamingResponse(_chat_events(_once(out), rid, model_id, body.include_usage), **_SSE_HEADERS)
-        else:
-            gen = _submit(engine, ids, params, counters)
-            if body.stream:
-                return _SSE(_chat_events(gen, rid, model_id, body.include_usage), gen)
-            out = await _collect_or_cancel(gen, request)
-            if out is None:
-                return Response(status_code=499)  # nginx's "client closed request": never seen by anyone
-            _raise_if_failed(out)
+        out = await answer(body, request, ids, params, [m.text() for m in body.messages if m.role == "user"],
+                           f"chat request {rid}", lambda gen: _chat_events(gen, rid, model_id, body.include_usage))
+        if isinstance(out, Response):
+            return out
         return JSONResponse(p.ChatCompletion(
             id=rid, created=p.now(), model=model_id, usage=p.Usage.of(out.prompt_tokens, out.completion_tokens),
             choices=[p.ChatChoice(message=p.AssistantMessage(content=out.text), finish_reason=out.finish_reason)],
@@ -194,19 +201,10 @@ def create_app(engine: Engine, cfg: ServeConfig, checks: list | None = None) -> 
         ids, params = await _prepare(engine, cfg, model_id, body, lambda: engine.encode_text(body.prompt), "prompt",
                                      default_max_tokens=16)  # OpenAI's default for text completions
         rid = p.new_id("cmpl")
-        if (await gate.decide([body.prompt], f"completion request {rid}")).flagged:
-            out = _refusal(cfg, ids)
-            if body.stream:
-                events = _completion_events(_once(out), rid, model_id, body.include_usage)
-                return StreamingResponse(events, **_SSE_HEADERS)
-        else:
-            gen = _submit(engine, ids, params, counters)
-            if body.stream:
-                return _SSE(_completion_events(gen, rid, model_id, body.include_usage), gen)
-            out = await _collect_or_cancel(gen, request)
-            if out is None:
-                return Response(status_code=499)
-            _raise_if_failed(out)
+        out = await answer(body, request, ids, params, [body.prompt], f"completion request {rid}",
+                           lambda gen: _completion_events(gen, rid, model_id, body.include_usage))
+        if isinstance(out, Response):
+            return out
         return JSONResponse(p.Completion(
             id=rid, created=p.now(), model=model_id, usage=p.Usage.of(out.prompt_tokens, out.completion_tokens),
             choices=[p.TextChoice(text=out.text, finish_reason=out.finish_reason)],

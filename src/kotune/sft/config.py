@@ -53,3 +53,17 @@ class SFTConfig(TunedStageConfig):
     def __post_init__(self) -> None:
         if not self.data.files:
             raise ValueError("data.files: at least one data file is needed")
+
+
+@dataclass
+class PreviewConfig:
+    """`kotune data preview`: an SFT recipe's training text, as the trainer sees it."""
+
+    recipe: str = opt(help="an SFT recipe (see recipes/sft/)")
+    overrides: list[str] = opt([], "key=value overrides of the recipe", cli="rest")
+    limit: int = opt(3, "how many examples")
+    as_json: bool = opt(False, 'one JSON object per example: {"text", "input_ids", "labels"}', flag="--json")
+
+    def __post_init__(self) -> None:
+        if self.limit < 0:
+            raise ValueError(f"limit: must be >= 0, got {self.limit}")

@@ -10,7 +10,7 @@ from kotune.data.loading import load_examples
 from kotune.data.templates import install_template
 from kotune.data.tokenize import IGNORE_INDEX, tokenize_conversations
 from kotune.models.load import stage_tokenizer
-from kotune.sft.config import SFTConfig
+from kotune.sft.config import PreviewConfig, SFTConfig
 
 OPEN, CLOSE = "\x1b[1;32m", "\x1b[0m"
 PLAIN_OPEN, PLAIN_CLOSE = "⟦", "⟧"
@@ -33,9 +33,9 @@ def marked_text(tokenizer, input_ids: list[int], labels: list[int], open_: str, 
     return "".join(parts)
 
 
-def run(recipe: str, overrides: list[str], limit: int, as_json: bool, out=None) -> int:
-    out = out or sys.stdout
-    cfg = load_config(SFTConfig, recipe, overrides)
+def run(preview: PreviewConfig, out=None) -> int:
+    out, limit, as_json = out or sys.stdout, preview.limit, preview.as_json
+    cfg = load_config(SFTConfig, preview.recipe, preview.overrides)
     tokenizer = stage_tokenizer(cfg)
     template = install_template(tokenizer, cfg.data.template)
     loaded = load_examples(cfg.data.files, format=cfg.data.format, kind="sft", skip_invalid=True)
