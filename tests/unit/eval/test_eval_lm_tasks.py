@@ -1,5 +1,5 @@
 """`kotune eval lm-eval`'s task resolution, score reading and report tables, without a model. (Scores against
-lm-eval run directly: tests/e2e/test_eval_lm_tasks.py.)"""
+lm-eval run directly: tests/e2e/test_eval_lm_eval_cli.py.)"""
 
 import json
 from pathlib import Path
