@@ -6,7 +6,10 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +69,42 @@ def stop(proc: subprocess.Popen, timeout: float) -> None:
 
 # Unit roundoff of float32 (half its machine epsilon): one rounding errs by at most this fraction of its result.
 FP32_UNIT_ROUNDOFF = 2.0**-24
+
+
+class LocalHTTPServer:
+    """A real HTTP server on 127.0.0.1 (a free port) in a daemon thread, for scripted OpenAI-compatible endpoints;
+    `with` starts and stops it."""
+
+    def __init__(self, handler):
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextmanager
+def single_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's spinning second
+    thread made tests 5-20x slower. The thread count is restored on exit."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def summation_tolerance(magnitude: float, terms: int) -> float:

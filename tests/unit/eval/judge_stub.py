@@ -7,7 +7,9 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from kotune_test_paths import LocalHTTPServer
 
 _ANSWER = re.compile(r"\[어시스턴트 ([AB])의 답변 시작\]\n(.*?)\n\[어시스턴트 \1의 답변 끝\]", re.S)
 
@@ -17,7 +19,7 @@ def shown(prompt: str) -> dict[str, str]:
     return dict(_ANSWER.findall(prompt))
 
 
-class ScriptedServer:
+class ScriptedServer(LocalHTTPServer):
     """`judge(prompt, temperature)` writes the judge model's reply (None: HTTP 500); any other model answers
     `"{model}: {question}"`."""
 
@@ -25,24 +27,10 @@ class ScriptedServer:
         self.judge, self.judge_model = judge, judge_model
         self.requests: list[dict] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        super().__init__(self._handler())
 
     def judge_requests(self) -> list[dict]:
         return [r for r in self.requests if r["model"] == self.judge_model]
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def _reply(self, body: dict) -> str:
         prompt = body["messages"][-1]["content"]

@@ -9,7 +9,7 @@ import json
 import shutil
 
 import pytest
-from kotune_test_paths import SAMPLES
+from kotune_test_paths import SAMPLES, single_torch_thread
 
 from kotune.config import load_config
 
@@ -33,14 +33,9 @@ def make_sft(src, out):
 
 @pytest.fixture(scope="package", autouse=True)
 def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's spinning second
-    thread made these tests 5x slower. Restored when this package's tests end."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """One torch thread for this package's tests (see `kotune_test_paths.single_torch_thread`)."""
+    with single_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="package")

@@ -8,7 +8,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from kotune_test_paths import LocalHTTPServer
 
 
 @dataclass
@@ -28,7 +30,7 @@ def failure(status: int, **headers: str) -> Canned:
                   headers=headers)
 
 
-class StubTeacher:
+class StubTeacher(LocalHTTPServer):
     """Answers HTTP requests in arrival order from `script` (a list, used up first), then from `fallback(k)`
     where k counts completions served by `fallback` so far (None from it: HTTP 500)."""
 
@@ -40,21 +42,11 @@ class StubTeacher:
         self.max_in_flight = 0
         self._served = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> StubTeacher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def base_url(self) -> str:  # the name self-instruct's recipe gives it
+        return self.url
 
     def _next(self) -> Canned:
         with self._lock:

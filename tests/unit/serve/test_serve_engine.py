@@ -3,13 +3,13 @@ between steps, each request keeps its own sampling, stops and cancellation, and 
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import time
 from dataclasses import replace
 
 import pytest
 import torch
+from kotune_test_paths import single_torch_thread
 
 from kotune.models.generate import Engine, EngineBusy, SamplingParams
 from kotune.models.text_stream import TextStream
@@ -17,20 +17,9 @@ from kotune.models.text_stream import TextStream
 GREEDY = dict(temperature=0, ignore_eos=True)
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Plain `generate` on one CPU thread: with more, a busy CI machine makes OpenMP threads spin for ages."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def reference(model, ids: list[int], n: int, **kw) -> list[int]:
     """Greedy tokens from plain transformers `generate`, EOS suppressed so exactly n come back."""
-    with one_thread():
+    with single_torch_thread():
         out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=n, min_new_tokens=n, **kw)
     return out[0, len(ids):].tolist()
 

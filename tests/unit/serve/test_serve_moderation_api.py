@@ -12,6 +12,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kotune_test_paths import single_torch_thread
 
 from kotune.serve.moderation import ModelCheck, Verdict, WordsCheck
 from kotune.serve.openai_api import ServeConfig, create_app
@@ -178,12 +179,8 @@ SENTENCES = ["오늘 {} 만났어요", "{} 같은 소리 하지 마", "우리 {}
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models on a shared CPU: one torch thread is ~20x faster than idle OpenMP threads spinning."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
