@@ -18,6 +18,8 @@ from datatrove.utils.logging import logger
 from datatrove.utils.text import simplify_text
 from datatrove.utils.word_tokenizers import WordTokenizer
 
+from kotune.data.corpus import group_documents
+
 _BASE, _MIX, _MERSENNE = np.uint64(0x100000001B3), np.uint64(0xBF58476D1CE4E5B9), np.uint64((1 << 61) - 1)
 TOKEN_DTYPE = np.uint32  # kotune.data.token_blocks.DTYPE: what `kotune pretrain` memory-maps
 
@@ -33,24 +35,9 @@ class TxtReader(BaseDiskReader):
         self.unit = unit
         self.compression = compression
 
-    def _units(self, f):
-        paragraph: list[str] = []
-        for line in f:
-            line = line.rstrip("\r\n")
-            if self.unit == "line":
-                if line.strip():
-                    yield line
-            elif line.strip():
-                paragraph.append(line)
-            elif paragraph:
-                yield "\n".join(paragraph)
-                paragraph = []
-        if paragraph:
-            yield "\n".join(paragraph)
-
     def read_file(self, filepath: str) -> DocumentsPipeline:
         with self.data_folder.open(filepath, "r", compression=self.compression, encoding="utf-8") as f:
-            for index, text in enumerate(self._units(f)):
+            for index, text in enumerate(group_documents((line.rstrip("\r\n") for line in f), self.unit)):
                 with self.track_time():
                     document = self.get_document_from_dict({"text": text, "id": f"{filepath}/{index}"}, filepath, index)
                 if document:

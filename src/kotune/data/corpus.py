@@ -9,7 +9,7 @@ other documents are read, and the run fails then.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from kotune.data.formats import FieldError, detect_format
@@ -55,26 +55,35 @@ def _jsonl_documents(path: str, text_field: str, problems: list[Problem]) -> Ite
             yield from map(_example_text, examples)
 
 
-def _text_documents(path: str, unit: str, problems: list[Problem]) -> Iterator[str]:
-    """Documents of a plain-text corpus, streamed; a line that is not UTF-8 or too long is reported and skipped."""
+def group_documents(lines: Iterable[str], unit: str) -> Iterator[str]:
+    """Documents from text lines (line ends removed): each non-blank line (`unit` "line"), or each run of
+    non-blank lines between blank ones, joined with newlines ("paragraph")."""
     paragraph: list[str] = []
-    with open(path, "rb") as f:
-        for line in read_lines(f):
-            try:
-                text = decode_line(line)
-            except RecordError as e:
-                problems.append(Problem(path, line.number, e.field, e.reason, e.kind))
-                continue
-            if unit == "line":
-                if text.strip():
-                    yield text
-            elif text.strip():
-                paragraph.append(text)
-            elif paragraph:
-                yield "\n".join(paragraph)
-                paragraph = []
+    for text in lines:
+        if unit == "line":
+            if text.strip():
+                yield text
+        elif text.strip():
+            paragraph.append(text)
+        elif paragraph:
+            yield "\n".join(paragraph)
+            paragraph = []
     if paragraph:
         yield "\n".join(paragraph)
+
+
+def _text_documents(path: str, unit: str, problems: list[Problem]) -> Iterator[str]:
+    """Documents of a plain-text corpus, streamed; a line that is not UTF-8 or too long is reported and skipped."""
+    with open(path, "rb") as f:
+        yield from group_documents(_decoded_lines(f, path, problems), unit)
+
+
+def _decoded_lines(f, path: str, problems: list[Problem]) -> Iterator[str]:
+    for line in read_lines(f):
+        try:
+            yield decode_line(line)
+        except RecordError as e:
+            problems.append(Problem(path, line.number, e.field, e.reason, e.kind))
 
 
 def iter_documents(paths: list[str | Path], *, text_field: str = "text", unit: str = "line") -> Iterator[str]:
