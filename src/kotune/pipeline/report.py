@@ -94,9 +94,9 @@ def _training_section(run_dir: Path, models: list) -> list[str]:
     return lines
 
 
-def _figure(summary: dict, key: str, digits: int) -> str:
-    x = summary[key]
-    return f"{x['value']:,.{digits}f} [{x['low']:,.{digits}f}, {x['high']:,.{digits}f}]"
+def _interval(f: dict, spec: str) -> str:
+    """`value [low, high]` of a `kotune.common.stats` figure, each number formatted with `spec`."""
+    return f"{f['value']:{spec}} [{f['low']:{spec}}, {f['high']:{spec}}]"
 
 
 def _sft_held_out(run_dir: Path) -> list[str]:
@@ -112,13 +112,14 @@ def _sft_held_out(run_dir: Path) -> list[str]:
              f"{held['after']['tokens']:,} tokens; 95% bootstrap intervals over examples:", "",
              "| model | loss | perplexity |", "|---|---:|---:|"]
     if "before" in held:
-        lines.append(f"| before SFT (the model it started from) | {_figure(held['before'], 'loss', 4)} | "
-                     f"{_figure(held['before'], 'perplexity', 2)} |")
-    lines.append(f"| after SFT | {_figure(held['after'], 'loss', 4)} | {_figure(held['after'], 'perplexity', 2)} |")
+        lines.append(f"| before SFT (the model it started from) | {_interval(held['before']['loss'], ',.4f')} | "
+                     f"{_interval(held['before']['perplexity'], ',.2f')} |")
+    lines.append(f"| after SFT | {_interval(held['after']['loss'], ',.4f')} | "
+                 f"{_interval(held['after']['perplexity'], ',.2f')} |")
     if "change" not in held:
         return lines + ["", "The starting model's held-out loss was not recorded, so no change can be shown.", ""]
     change = held["change"]
-    lines.append(f"| change (paired, per example) | {change['value']:+.4f} [{change['low']:+.4f}, {change['high']:+.4f}] | |")
+    lines.append(f"| change (paired, per example) | {_interval(change, '+.4f')} | |")
     if not change["changed"]:
         verdict = "SFT changed nothing measurable in held-out response loss: the change's 95% interval holds 0."
     elif change["value"] < 0:
@@ -136,10 +137,6 @@ FIGURE_NAMES = {
     "ppo": {"reward": "reward-model score", "kl": "KL to the reference (sum over the reply)"},
 }
 HELDOUT_UNITS = {"reward": "pairs", "dpo": "pairs", "ppo": "prompts"}
-
-
-def _ci(f: dict, sign: str = "") -> str:
-    return f"{f['value']:{sign}.3f} [{f['low']:{sign}.3f}, {f['high']:{sign}.3f}]"
 
 
 def _heldout_section(run_dir: Path) -> list[str]:
@@ -161,8 +158,8 @@ def _heldout_section(run_dir: Path) -> list[str]:
                   "| figure | before | after | after - before | |", "|---|---:|---:|---:|---|"]
         for key, f in heldout["figures"].items():
             verdict = "changed" if f["difference"]["changed"] else "no measurable change"
-            lines.append(f"| {names.get(key, key)} | {_ci(f['before'])} | {_ci(f['after'])} | "
-                         f"{_ci(f['difference'], '+')} | {verdict} |")
+            lines.append(f"| {names.get(key, key)} | {_interval(f['before'], '.3f')} | "
+                         f"{_interval(f['after'], '.3f')} | {_interval(f['difference'], '+.3f')} | {verdict} |")
         changed = [names.get(k, k) for k, f in heldout["figures"].items() if f["difference"]["changed"]]
         accuracy = heldout["figures"].get("accuracy")
         if stage == "dpo" and accuracy:  # the figure DPO is run for: is it above the reference's (the SFT model's)?
